@@ -1,0 +1,72 @@
+"""Typed training configuration, read from a JSON file (models/configs/*.json).
+
+A checkpoint carries the config it was trained with, so a run resumes and exports without the
+file that started it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from models.encoder import EncoderConfig
+
+
+@dataclass
+class Phase:
+    """A stretch of training: a number of steps, a task mixture, a learning-rate range."""
+
+    name: str
+    steps: int
+    weights: dict[str, float]  # task name -> sampling weight; see models.tasks.TASKS
+    lr: float = 2e-3  # peak, decayed by a cosine to lr_final over the phase
+    lr_final: float = 2e-4
+    warmup_steps: int = 100
+
+
+@dataclass
+class TrainConfig:
+    name: str = "gensen-base"
+    version: str = "1.0.0"
+    seed: int = 0
+    # data and vocabulary
+    max_unlabeled: int = 200_000  # unlabeled sentences sampled for distillation
+    vocab_size: int = 40_000
+    lowercase: bool = True
+    max_tokens: int = 64  # longer sentences are truncated, in training and in the service
+    glove_init: bool = True  # GloVe 6B-50d in the first 50 embedding dimensions
+    # model
+    encoder: EncoderConfig = field(default_factory=lambda: EncoderConfig(vocab_size=40_000))
+    head_hidden: int = 512
+    # optimisation
+    sentence_batch: int = 128  # sentences per distillation step
+    pair_batch: int = 64  # pairs per pair-task step
+    grad_clip: float = 1.0
+    phases: list[Phase] = field(default_factory=list)
+    # bookkeeping
+    threads: int = 2
+    eval_every: int = 1000
+    checkpoint_every: int = 250
+    run_dir: str = "runs/gensen-base"  # checkpoints and caches; never committed
+    bundle_dir: str = "models/gensen-base"
+
+    @property
+    def total_steps(self) -> int:
+        return sum(p.steps for p in self.phases)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> TrainConfig:
+        raw = dict(raw)
+        raw["encoder"] = EncoderConfig(
+            **raw.get("encoder", {"vocab_size": raw.get("vocab_size", 40_000)})
+        )
+        raw["phases"] = [Phase(**p) for p in raw.get("phases", [])]
+        return cls(**raw)
+
+    @classmethod
+    def load(cls, path: Path) -> TrainConfig:
+        return cls.from_dict(json.loads(Path(path).read_text()))

