@@ -1,0 +1,34 @@
+"""`python -m service`: serve the bundle named by the flags and `GENSEN_*` variables.
+
+With no options it serves models/gensen-base on 127.0.0.1:8080. `--help` lists every option.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from service.bundle import BundleError, load_bundle
+from service.logs import configure_logging
+from service.server import serve
+from service.settings import settings_from_cli
+
+log = logging.getLogger("service")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse the settings, refuse a broken bundle with a clear message, then serve."""
+    settings = settings_from_cli(argv)
+    configure_logging(settings.log_level)
+    try:
+        load_bundle(settings.bundle)
+    except BundleError as exc:
+        log.error("cannot serve the bundle", extra={"reason": str(exc)})
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    serve(settings)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,379 @@
+"""The dynamic batcher: one worker thread owns the queue and the encoder session.
+
+Requests (jobs) arrive as rows of token ids. The worker waits at most `max_wait_s` after the
+oldest queued row for more work, then forms a batch around that oldest row from rows of similar
+length (padding is paid in full by a recurrent encoder) within a padded-token budget
+(longest × rows) and a row cap, runs it, and hands each job its rows; a large job is spread over
+several batches and reassembled in order. Admission is bounded: past `queue_capacity` queued rows
+`submit` raises Overloaded at once. Jobs past their deadline or cancelled are dropped before
+inference. Shaped after text-embeddings-inference's `queue.rs`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+from service.errors import DeadlineExceeded, InferenceFailed, NotReady, Overloaded
+
+if TYPE_CHECKING:
+    from service.metrics import Metrics
+
+log = logging.getLogger("service.batcher")
+WINDOW_BATCHES = 4  # batches are planned from the oldest WINDOW_BATCHES × max_batch_rows rows
+
+
+class Backend(Protocol):
+    """What the batcher needs of an engine."""
+
+    def embed(self, input_ids: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        """Embeddings [rows, dim] of a padded batch."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class BatchLimits:
+    """Limits of batch forming and admission."""
+
+    batch_tokens: int = 8192
+    max_batch_rows: int = 64
+    max_wait_s: float = 0.002
+    queue_capacity: int = 4096
+
+
+class Job:
+    """One request's rows on their way through the batcher; `future` gets [rows, dim]."""
+
+    __slots__ = (
+        "closed",
+        "deadline",
+        "enqueued",
+        "future",
+        "left",
+        "loop",
+        "out",
+        "pending",
+        "pending_tokens",
+        "rows",
+        "started",
+    )
+
+    def __init__(self, rows: Sequence[Sequence[int]], deadline: float) -> None:
+        self.rows = rows
+        self.deadline = deadline
+        self.enqueued = time.monotonic()
+        self.loop = asyncio.get_running_loop()
+        self.future: asyncio.Future[np.ndarray] = self.loop.create_future()
+        self.out: np.ndarray | None = None
+        self.left = len(rows)  # rows not computed yet
+        self.pending = len(rows)  # rows not yet taken into a batch
+        self.pending_tokens = sum(len(row) for row in rows)
+        self.closed = False  # finished, failed or cancelled: no more work for it
+        self.started = False
+
+
+@dataclass(slots=True)
+class _Row:
+    job: Job
+    index: int
+    length: int
+
+
+def plan_batch(lengths: Sequence[int], batch_tokens: int, max_rows: int) -> list[int]:
+    """Indices of the rows to batch: always row 0 (the oldest), then neighbours in length order.
+
+    The batch grows one row at a time, from the rows sorted by length, on the side that adds
+    the least padding, while longest × rows stays within `batch_tokens` and rows within `max_rows`.
+    """
+    order = sorted(range(len(lengths)), key=lengths.__getitem__)
+    lo = hi = order.index(0)
+    longest = lengths[0]
+    while hi - lo + 1 < max_rows:
+        size = hi - lo + 2
+        left = right = math.inf
+        if lo > 0 and longest * size <= batch_tokens:
+            left = longest - lengths[order[lo - 1]]
+        if hi + 1 < len(order) and lengths[order[hi + 1]] * size <= batch_tokens:
+            right = (lengths[order[hi + 1]] - longest) * (size - 1)
+        if left == right == math.inf:
+            break
+        if left < right:
+            lo -= 1
+        else:
+            hi += 1
+            longest = lengths[order[hi]]
+    return sorted(order[lo : hi + 1])
+
+
+class Batcher:
+    """Queue plus worker thread around one backend session."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        pad_id: int,
+        limits: BatchLimits,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self._backend = backend
+        self._pad_id = pad_id
+        self._limits = limits
+        self._metrics = metrics
+        self._cond = threading.Condition()
+        self._queue: list[_Row] = []
+        self._queued = 0  # rows admitted and not yet taken into a batch
+        self._queued_tokens = 0
+        self._unfinished = 0  # jobs admitted and not yet settled
+        self._admitting = False
+        self._stopping = False
+        self._rows_per_s = 0.0
+        self._thread = threading.Thread(target=self._work, name="gensen-batcher", daemon=True)
+
+    # event-loop side
+
+    def start(self) -> None:
+        """Start the worker thread and admit work."""
+        self._admitting = True
+        self._thread.start()
+
+    @property
+    def alive(self) -> bool:
+        """Whether the worker thread runs."""
+        return self._thread.is_alive()
+
+    @property
+    def queued_rows(self) -> int:
+        """Rows admitted and waiting for a batch."""
+        return self._queued
+
+    @property
+    def unfinished(self) -> int:
+        """Jobs admitted and not yet answered."""
+        return self._unfinished
+
+    def submit(self, rows: Sequence[Sequence[int]], deadline: float) -> Job:
+        """Queue `rows` (token ids, each non-empty) due by `deadline` (time.monotonic()).
+
+        Raises Overloaded when the queue cannot take them, NotReady when not admitting.
+        """
+        job = Job(rows, deadline)
+        with self._cond:
+            if not self._admitting:
+                raise NotReady("the service is shutting down")
+            if self._queued + len(rows) > self._limits.queue_capacity:
+                raise Overloaded(
+                    f"queue full ({self._queued} inputs waiting)", retry_after=self._retry_after()
+                )
+            self._queue.extend(_Row(job, i, len(row)) for i, row in enumerate(rows))
+            self._queued += job.pending
+            self._queued_tokens += job.pending_tokens
+            self._unfinished += 1
+            self._cond.notify()
+        self._observe_depth()
+        return job
+
+    def cancel(self, job: Job) -> None:
+        """Forget `job` (its client left or its deadline passed); rows not computed are dropped."""
+        with self._cond:
+            self._close(job)
+
+    def stop_admitting(self) -> None:
+        """From now on `submit` raises NotReady; admitted work goes on."""
+        with self._cond:
+            self._admitting = False
+
+    async def wait_idle(self, timeout: float) -> bool:
+        """Wait up to `timeout` s until every admitted job is answered; True if it is."""
+        end = time.monotonic() + timeout
+        while self._unfinished and time.monotonic() < end:
+            await asyncio.sleep(0.01)
+        return not self._unfinished
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop admitting, fail what is still queued with NotReady, and end the worker thread."""
+        with self._cond:
+            self._admitting = False
+            self._stopping = True
+            for row in self._queue:
+                if not row.job.closed:
+                    self._fail(row.job, NotReady("the service stopped before computing this"))
+            self._queue.clear()
+            self._cond.notify_all()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    # worker side
+
+    def _work(self) -> None:
+        while True:
+            batch = self._next_batch()
+            if batch is None:
+                return
+            self._run(batch)
+
+    def _next_batch(self) -> list[_Row] | None:
+        with self._cond:
+            while True:
+                if self._stopping:
+                    return None
+                if not self._queued:
+                    self._queue.clear()  # only rows of closed jobs can be left
+                    self._cond.wait()
+                    continue
+                wait = self._oldest_enqueued() + self._limits.max_wait_s - time.monotonic()
+                if wait > 0 and not self._batch_is_full():
+                    self._cond.wait(wait)
+                    continue
+                batch = self._take()
+                if batch:
+                    return batch
+
+    def _oldest_enqueued(self) -> float:
+        for row in self._queue:
+            if not row.job.closed:
+                return row.job.enqueued
+        return time.monotonic()
+
+    def _batch_is_full(self) -> bool:
+        limits = self._limits
+        return self._queued >= limits.max_batch_rows or self._queued_tokens >= limits.batch_tokens
+
+    def _take(self) -> list[_Row]:
+        """Remove the next batch from the queue (dropping rows of closed or expired jobs)."""
+        now = time.monotonic()
+        window = WINDOW_BATCHES * self._limits.max_batch_rows
+        live: list[_Row] = []
+        scanned = 0
+        for row in self._queue:
+            scanned += 1
+            job = row.job
+            if not job.closed and job.deadline <= now:
+                self._fail(job, DeadlineExceeded("deadline passed while queued"))
+            if job.closed:
+                continue
+            live.append(row)
+            if len(live) >= window:
+                break
+        if not live:
+            del self._queue[:scanned]
+            return []
+        picked = plan_batch(
+            [row.length for row in live], self._limits.batch_tokens, self._limits.max_batch_rows
+        )
+        chosen = set(picked)
+        self._queue[:scanned] = [row for i, row in enumerate(live) if i not in chosen]
+        batch = [live[i] for i in picked]
+        for row in batch:
+            self._mark_taken(row, now)
+        return batch
+
+    def _mark_taken(self, row: _Row, now: float) -> None:
+        job = row.job
+        job.pending -= 1
+        job.pending_tokens -= row.length
+        self._queued -= 1
+        self._queued_tokens -= row.length
+        if not job.started:
+            job.started = True
+            if self._metrics is not None:
+                self._metrics.queue_wait.observe(now - job.enqueued)
+
+    def _run(self, batch: list[_Row]) -> None:
+        lengths = np.array([row.length for row in batch], dtype=np.int64)
+        ids = np.full((len(batch), int(lengths.max())), self._pad_id, dtype=np.int64)
+        for i, row in enumerate(batch):
+            ids[i, : row.length] = row.job.rows[row.index]
+        start = time.perf_counter()
+        try:
+            out = self._backend.embed(ids, lengths)
+        except Exception:
+            log.exception("encoder failed on a batch", extra={"rows": len(batch)})
+            with self._cond:
+                for row in batch:
+                    self._fail(row.job, InferenceFailed("inference failed; see the service log"))
+            return
+        seconds = time.perf_counter() - start
+        self._record(len(batch), ids.size, int(lengths.sum()), seconds)
+        self._deliver(batch, out)
+
+    def _deliver(self, batch: list[_Row], out: np.ndarray) -> None:
+        done: list[Job] = []
+        with self._cond:
+            for i, row in enumerate(batch):
+                job = row.job
+                if job.closed:
+                    continue
+                if job.out is None:
+                    job.out = np.empty((len(job.rows), out.shape[1]), dtype=out.dtype)
+                job.out[row.index] = out[i]
+                job.left -= 1
+                if job.left == 0:
+                    job.closed = True
+                    self._unfinished -= 1
+                    done.append(job)
+        for loop, jobs in _by_loop(done).items():
+            _call_soon(loop, _settle, jobs)
+
+    def _record(self, rows: int, padded: int, real: int, seconds: float) -> None:
+        rate = rows / max(seconds, 1e-6)
+        self._rows_per_s = rate if not self._rows_per_s else 0.8 * self._rows_per_s + 0.2 * rate
+        if self._metrics is not None:
+            self._metrics.observe_batch(rows, padded, real, seconds)
+        self._observe_depth()
+
+    def _observe_depth(self) -> None:
+        if self._metrics is not None:
+            self._metrics.queue_depth.set(self._queued)
+
+    def _retry_after(self) -> float:
+        """Seconds until the queue should have room again, from the recent throughput."""
+        if not self._rows_per_s:
+            return 1.0
+        return max(1.0, self._queued / self._rows_per_s)
+
+    def _close(self, job: Job) -> bool:
+        """Mark `job` closed and release its queued rows; False if it already was (lock held)."""
+        if job.closed:
+            return False
+        job.closed = True
+        self._queued -= job.pending
+        self._queued_tokens -= job.pending_tokens
+        job.pending = job.pending_tokens = 0
+        self._unfinished -= 1
+        return True
+
+    def _fail(self, job: Job, error: Exception) -> None:
+        if self._close(job):
+            _call_soon(job.loop, _settle_error, job, error)
+
+
+def _call_soon(loop: asyncio.AbstractEventLoop, callback: Any, *args: Any) -> None:
+    with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits for the answer
+        loop.call_soon_threadsafe(callback, *args)
+
+
+def _by_loop(jobs: list[Job]) -> dict[asyncio.AbstractEventLoop, list[Job]]:
+    groups: dict[asyncio.AbstractEventLoop, list[Job]] = {}
+    for job in jobs:
+        groups.setdefault(job.loop, []).append(job)
+    return groups
+
+
+def _settle(jobs: list[Job]) -> None:
+    for job in jobs:
+        if not job.future.done():
+            job.future.set_result(job.out)
+
+
+def _settle_error(job: Job, error: Exception) -> None:
+    if not job.future.done():
+        job.future.set_exception(error)

@@ -1,0 +1,137 @@
+"""The embedding service object: checks request limits, tokenises, queues, and waits for the rows.
+
+Routes call `Embedder.embed`; it hands the batcher only inputs known to be valid (non-empty
+token rows within the limits) and gives back raw (unnormalised) vectors in input order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from service.batcher import Batcher, Job
+from service.errors import (
+    ClientGone,
+    DeadlineExceeded,
+    InputTooLong,
+    InvalidInput,
+    NotReady,
+    TooManyInputs,
+)
+from service.tokenization import TextTokenizer
+
+Disconnected = Callable[[], Awaitable[Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class RequestLimits:
+    """Limits of one request."""
+
+    max_inputs: int = 512
+    max_input_chars: int = 20_000
+    timeout_s: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class Embeddings:
+    """Raw embeddings [inputs, dim] in input order and the number of tokens they took."""
+
+    vectors: np.ndarray
+    tokens: int
+
+
+class Embedder:
+    """Texts in, embeddings out, through the tokenizer and the batcher."""
+
+    def __init__(self, tokenizer: TextTokenizer, batcher: Batcher, limits: RequestLimits) -> None:
+        self._tokenizer = tokenizer
+        self._batcher = batcher
+        self.limits = limits
+        self.accepting = False  # set by the lifecycle: after warm-up, until draining
+
+    async def embed(
+        self,
+        texts: list[str],
+        *,
+        truncate: bool = True,
+        param: str = "inputs",
+        name_of: Callable[[int], str] | None = None,
+        max_inputs: int | None = None,
+        disconnected: Disconnected | None = None,
+    ) -> Embeddings:
+        """Embeddings of `texts`; `param` names the request field in error messages.
+
+        `name_of(i)` names text i in messages (default `param[i]`);
+        `max_inputs` overrides the request limit (pair routes send two texts per pair);
+        `disconnected` is awaited alongside the work and, if it returns first, the work is dropped.
+        """
+        if not self.accepting:
+            raise NotReady("the service is not ready (starting or draining)")
+        name_of = name_of or (lambda i: f"{param}[{i}]")
+        self._check_limits(texts, param, name_of, max_inputs or self.limits.max_inputs)
+        encoded = await self._tokenizer.encode_async(texts)
+        for i, (row, cut) in enumerate(zip(encoded.ids, encoded.truncated, strict=True)):
+            if not row:
+                raise InvalidInput(f"{name_of(i)} has no tokens", param=name_of(i))
+            if cut and not truncate:
+                raise InputTooLong(
+                    f"{name_of(i)} is longer than {self._tokenizer.max_tokens} tokens "
+                    "and truncate is false",
+                    param=name_of(i),
+                )
+        deadline = time.monotonic() + self.limits.timeout_s
+        job = self._batcher.submit(encoded.ids, deadline)
+        vectors = await self._wait(job, disconnected)
+        return Embeddings(vectors=vectors, tokens=encoded.tokens)
+
+    def check_count(self, count: int, param: str, what: str = "inputs") -> None:
+        """Raise TooManyInputs if a request field holds more than `max_inputs` items."""
+        if count > self.limits.max_inputs:
+            raise TooManyInputs(
+                f"{param} has {count} {what}; at most {self.limits.max_inputs} are taken",
+                param=param,
+            )
+
+    def _check_limits(
+        self, texts: list[str], param: str, name_of: Callable[[int], str], max_inputs: int
+    ) -> None:
+        if len(texts) > max_inputs:
+            raise TooManyInputs(
+                f"{param} has {len(texts)} inputs; at most {max_inputs} are taken", param=param
+            )
+        limit = self.limits.max_input_chars
+        for i, text in enumerate(texts):
+            if len(text) > limit:
+                raise InputTooLong(
+                    f"{name_of(i)} has {len(text)} characters; at most {limit} are taken",
+                    param=name_of(i),
+                )
+
+    async def _wait(self, job: Job, disconnected: Disconnected | None) -> np.ndarray:
+        """The job's rows, unless the deadline passes or the client leaves first."""
+        watch = asyncio.ensure_future(disconnected()) if disconnected is not None else None
+        waiters: set[asyncio.Future[Any]] = {job.future} if watch is None else {job.future, watch}
+        try:
+            done, _ = await asyncio.wait(
+                waiters,
+                timeout=max(0.0, job.deadline - time.monotonic()),
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        except asyncio.CancelledError:
+            self._batcher.cancel(job)
+            raise
+        finally:
+            if watch is not None:
+                watch.cancel()
+        if job.future in done:
+            return job.future.result()
+        self._batcher.cancel(job)
+        job.future.cancel()
+        if watch is not None and watch in done:
+            raise ClientGone("the client closed the connection")
+        raise DeadlineExceeded(f"no answer within the deadline of {self.limits.timeout_s} s")

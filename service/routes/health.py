@@ -1,0 +1,58 @@
+"""Operational routes: GET /health, /ready, /info and /metrics. None of them waits on inference."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+
+from service.errors import NotReady, error_responses
+from service.routes.deps import RuntimeDep, json_response
+from service.schemas import Info, Status
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get(
+    "/health",
+    response_model=Status,
+    responses=error_responses(NotReady),
+    summary="Liveness: the process answers and its worker runs",
+)
+async def health(request: Request) -> Response:
+    """200 while the process serves; 503 if the batcher's worker thread has died."""
+    runtime = getattr(request.app.state, "runtime", None)
+    if runtime is not None and not runtime.batcher.alive and not runtime.draining:
+        raise NotReady("the batcher's worker thread is not running")
+    return json_response({"status": "ok"})
+
+
+@router.get(
+    "/ready",
+    response_model=Status,
+    responses=error_responses(NotReady),
+    summary="Readiness: model loaded, warm-up passed, not draining",
+)
+async def ready(runtime: RuntimeDep) -> Response:
+    """200 when the service takes work; 503 while starting or draining."""
+    if runtime.draining:
+        raise NotReady("draining: the service is shutting down")
+    if not runtime.ready:
+        raise NotReady("warming up")
+    return json_response({"status": "ready"})
+
+
+@router.get("/info", response_model=Info, summary="The model card, limits and versions")
+async def info(runtime: RuntimeDep) -> Response:
+    """What is served, on which execution provider, within which limits."""
+    return json_response(runtime.info())
+
+
+@router.get(
+    "/metrics",
+    response_class=Response,
+    summary="Prometheus metrics",
+    responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}},
+)
+async def metrics(request: Request) -> Response:
+    """All metrics in the Prometheus text format."""
+    body, content_type = request.app.state.metrics.render()
+    return Response(body, media_type=content_type)

@@ -1,0 +1,64 @@
+"""OpenAI-compatible routes: POST /v1/embeddings and GET /v1/models (errors in OpenAI's shape).
+
+The official `openai` client works unchanged: it asks for base64 by default, which is answered
+as little-endian float32 bytes.
+"""
+
+from __future__ import annotations
+
+import base64
+
+import numpy as np
+from fastapi import APIRouter, Request, Response
+
+from service.errors import INFERENCE_ERRORS, ModelNotFound, error_responses
+from service.heads import truncate_dims
+from service.routes.deps import RuntimeDep, json_response
+from service.schemas import OpenAIEmbeddingRequest, OpenAIEmbeddingResponse, OpenAIModelList
+
+router = APIRouter(prefix="/v1", tags=["openai"])
+OWNER = "gensen-service"
+
+
+@router.post(
+    "/embeddings",
+    response_model=OpenAIEmbeddingResponse,
+    responses=error_responses(*INFERENCE_ERRORS, ModelNotFound, openai=True),
+    summary="Create embeddings (OpenAI API)",
+)
+async def create_embeddings(
+    body: OpenAIEmbeddingRequest, runtime: RuntimeDep, request: Request
+) -> Response:
+    """Unit vectors of `input`, cut to `dimensions` and re-normalised when asked."""
+    if body.model is not None and body.model != runtime.model_name:
+        raise ModelNotFound(
+            f"model {body.model!r} is not served here; this service serves {runtime.model_name!r}",
+            param="model",
+        )
+    texts = [body.input] if isinstance(body.input, str) else body.input
+    result = await runtime.embedder.embed(texts, param="input", disconnected=request.receive)
+    vectors = truncate_dims(result.vectors, body.dimensions)
+    if body.encoding_format == "base64":
+        data = [_item(i, _base64(row)) for i, row in enumerate(vectors)]
+    else:
+        data = [_item(i, row) for i, row in enumerate(vectors)]
+    usage = {"prompt_tokens": result.tokens, "total_tokens": result.tokens}
+    return json_response(
+        {"object": "list", "data": data, "model": runtime.model_name, "usage": usage}
+    )
+
+
+@router.get("/models", response_model=OpenAIModelList, summary="The served model (OpenAI API)")
+async def list_models(runtime: RuntimeDep) -> Response:
+    """One entry: the served model's name."""
+    created = int(runtime.bundle.path.joinpath("model.json").stat().st_mtime)
+    model = {"id": runtime.model_name, "object": "model", "created": created, "owned_by": OWNER}
+    return json_response({"object": "list", "data": [model]})
+
+
+def _item(index: int, embedding: object) -> dict[str, object]:
+    return {"object": "embedding", "index": index, "embedding": embedding}
+
+
+def _base64(row: np.ndarray) -> str:
+    return base64.b64encode(row.astype("<f4", copy=False).tobytes()).decode("ascii")

@@ -1,0 +1,143 @@
+"""The running model: bundle, tokenizer, engine, batcher, embedder and heads, wired once.
+
+`Runtime.start` loads and warms everything (readiness comes only after a real inference);
+`Runtime.drain` turns the service not-ready, stops admitting and waits for admitted work;
+`Runtime.stop` ends the worker. The app's lifespan calls these; nothing runs at import.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import fastapi
+import tokenizers
+
+from service import __version__
+from service.batcher import Batcher, BatchLimits
+from service.bundle import Bundle, load_bundle
+from service.embedder import Embedder, RequestLimits
+from service.engine import Engine, runtime_version
+from service.heads import PairHeads
+from service.metrics import Metrics
+from service.settings import Settings
+from service.tokenization import TextTokenizer
+
+log = logging.getLogger("service.runtime")
+WARM_UP_TEXTS = ["warm up", "a somewhat longer sentence to warm up the encoder with padding"]
+
+
+@dataclass
+class Runtime:
+    """Everything a request needs, built from the settings by `Runtime.start`."""
+
+    settings: Settings
+    metrics: Metrics
+    bundle: Bundle
+    engine: Engine
+    tokenizer: TextTokenizer
+    batcher: Batcher
+    embedder: Embedder
+    heads: PairHeads
+    model_name: str
+    ready: bool = False
+    draining: bool = False
+    started_at: float = field(default_factory=time.time)
+
+    @classmethod
+    def start(cls, settings: Settings, metrics: Metrics) -> Runtime:
+        """Load the bundle, open the engine, warm it up and start the batcher (blocking)."""
+        began = time.perf_counter()
+        bundle = load_bundle(settings.bundle)
+        tokenizer = TextTokenizer(bundle.files["tokenizer"], bundle.max_tokens)
+        engine = Engine(
+            bundle, provider=settings.provider, intra_op_threads=settings.intra_op_threads
+        )
+        engine.warm_up(tokenizer.encode(WARM_UP_TEXTS).ids, tokenizer.pad_id)
+        limits = BatchLimits(
+            batch_tokens=settings.batch_tokens,
+            max_batch_rows=settings.max_batch_rows,
+            max_wait_s=settings.max_wait_ms / 1000,
+            queue_capacity=settings.queue_capacity,
+        )
+        batcher = Batcher(engine, tokenizer.pad_id, limits, metrics)
+        request_limits = RequestLimits(
+            max_inputs=settings.max_inputs,
+            max_input_chars=settings.max_input_chars,
+            timeout_s=settings.request_timeout_s,
+        )
+        embedder = Embedder(tokenizer, batcher, request_limits)
+        runtime = cls(
+            settings=settings,
+            metrics=metrics,
+            bundle=bundle,
+            engine=engine,
+            tokenizer=tokenizer,
+            batcher=batcher,
+            embedder=embedder,
+            heads=PairHeads(engine, bundle),
+            model_name=settings.model_name or bundle.name,
+        )
+        batcher.start()
+        metrics.set_model(bundle.name, bundle.version, engine.provider)
+        embedder.accepting = runtime.ready = True
+        log.info(
+            "model ready",
+            extra={
+                "model": bundle.name,
+                "version": bundle.version,
+                "provider": engine.provider,
+                "dim": bundle.dim,
+                "startup_s": round(time.perf_counter() - began, 3),
+            },
+        )
+        return runtime
+
+    async def drain(self, timeout: float) -> bool:
+        """Turn not-ready, refuse new work with 503, and wait up to `timeout` s for admitted work."""
+        if not self.draining:
+            log.info("draining", extra={"unfinished": self.batcher.unfinished})
+        self.draining = True
+        self.ready = self.embedder.accepting = False
+        self.batcher.stop_admitting()
+        done = await self.batcher.wait_idle(timeout)
+        if not done:
+            log.warning("drain timed out", extra={"unfinished": self.batcher.unfinished})
+        return done
+
+    def stop(self) -> None:
+        """End the batcher's worker (work still queued is answered 503)."""
+        self.ready = self.embedder.accepting = False
+        self.batcher.stop()
+        log.info("stopped")
+
+    def info(self) -> dict[str, Any]:
+        """The model card, limits and versions, for /info."""
+        s = self.settings
+        return {
+            "model_id": self.model_name,
+            "model_version": self.bundle.version,
+            "dim": self.bundle.dim,
+            "max_tokens": self.bundle.max_tokens,
+            "provider": self.engine.provider,
+            "limits": {
+                "max_inputs": s.max_inputs,
+                "max_input_chars": s.max_input_chars,
+                "batch_tokens": s.batch_tokens,
+                "max_batch_rows": s.max_batch_rows,
+                "max_wait_ms": s.max_wait_ms,
+                "queue_capacity": s.queue_capacity,
+                "request_timeout_s": s.request_timeout_s,
+            },
+            "versions": {
+                "service": __version__,
+                "onnxruntime": runtime_version(),
+                "tokenizers": tokenizers.__version__,
+                "fastapi": fastapi.__version__,
+                "python": sys.version.split()[0],
+            },
+            "card": self.bundle.card,
+        }

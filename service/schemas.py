@@ -1,0 +1,170 @@
+"""Request and response models of the API (pydantic); the OpenAPI schema is generated from them."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Texts = Annotated[list[str], Field(min_length=1)]
+NliLabel = Literal["entailment", "neutral", "contradiction"]
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+# Native routes (text-embeddings-inference shapes)
+
+
+class EmbedRequest(_Request):
+    """POST /embed."""
+
+    inputs: str | Texts = Field(description="one text or a list of texts")
+    normalize: bool = Field(True, description="scale each vector to unit length")
+    truncate: bool = Field(True, description="cut inputs past the model's token limit (else 413)")
+
+
+class SimilarityInputs(BaseModel):
+    """The texts of a similarity request."""
+
+    source_sentence: str
+    sentences: Texts
+
+
+class SimilarityRequest(_Request):
+    """POST /similarity: cosine of `source_sentence` with each of `sentences`."""
+
+    inputs: SimilarityInputs
+
+
+class ParaphraseRequest(_Request):
+    """POST /paraphrase."""
+
+    pairs: Annotated[list[tuple[str, str]], Field(min_length=1)]
+
+
+class ParaphraseResult(BaseModel):
+    """Whether one pair is a paraphrase, at the model's threshold."""
+
+    paraphrase: bool
+    probability: float
+
+
+class NliPair(BaseModel):
+    """One premise and hypothesis."""
+
+    premise: str
+    hypothesis: str
+
+
+class NliRequest(_Request):
+    """POST /nli."""
+
+    pairs: Annotated[list[NliPair], Field(min_length=1)]
+
+
+class NliResult(BaseModel):
+    """The most likely label of one pair and the probability of each label."""
+
+    label: NliLabel
+    scores: dict[NliLabel, float]
+
+
+# OpenAI-compatible routes (/v1)
+
+
+class OpenAIEmbeddingRequest(_Request):
+    """POST /v1/embeddings, as OpenAI's API takes it."""
+
+    input: str | Texts = Field(description="one text or a list of texts (token arrays: not taken)")
+    model: str | None = Field(None, description="must be the served model's name when given")
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = Field(
+        None, ge=1, description="keep the first `dimensions` values, then re-normalise"
+    )
+    user: str | None = None
+
+
+class OpenAIEmbedding(BaseModel):
+    """One embedding: floats, or base64 of little-endian float32."""
+
+    object: Literal["embedding"] = "embedding"
+    index: int
+    embedding: list[float] | str
+
+
+class OpenAIUsage(BaseModel):
+    """Tokens the request used."""
+
+    prompt_tokens: int
+    total_tokens: int
+
+
+class OpenAIEmbeddingResponse(BaseModel):
+    """Answer of POST /v1/embeddings."""
+
+    object: Literal["list"] = "list"
+    data: list[OpenAIEmbedding]
+    model: str
+    usage: OpenAIUsage
+
+
+class OpenAIModel(BaseModel):
+    """One served model."""
+
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str
+
+
+class OpenAIModelList(BaseModel):
+    """Answer of GET /v1/models."""
+
+    object: Literal["list"] = "list"
+    data: list[OpenAIModel]
+
+
+# Errors, health and information
+
+
+class NativeError(BaseModel):
+    """Error shape of the native routes."""
+
+    error: str
+    error_type: str
+
+
+class OpenAIErrorDetail(BaseModel):
+    """The inner object of an OpenAI error."""
+
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class OpenAIError(BaseModel):
+    """Error shape of the /v1 routes."""
+
+    error: OpenAIErrorDetail
+
+
+class Status(BaseModel):
+    """Answer of /health and /ready."""
+
+    status: str
+
+
+class Info(BaseModel):
+    """Answer of GET /info: what is served, how, and within which limits."""
+
+    model_id: str
+    model_version: str
+    dim: int
+    max_tokens: int
+    provider: str
+    limits: dict[str, float | int]
+    versions: dict[str, str]
+    card: dict[str, Any]

@@ -1,0 +1,79 @@
+"""Run the app under uvicorn with a drain phase on SIGTERM or SIGINT.
+
+On the first signal the service turns not-ready and refuses new work with 503 while it finishes
+what it admitted (at most `drain_timeout_s`); only then does uvicorn's own shutdown begin
+(close the listener, finish open responses, run the lifespan's shutdown). A second signal
+skips the drain.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from types import FrameType
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI
+
+from service.app import build_app
+from service.logs import log_config
+from service.settings import Settings
+
+log = logging.getLogger("service.server")
+FLUSH_TIMEOUT_S = 5  # after the drain: time left to send the last answers
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn's server, draining the app's runtime before its own graceful shutdown."""
+
+    def __init__(self, config: uvicorn.Config, app: FastAPI, drain_timeout_s: float) -> None:
+        super().__init__(config)
+        self._app = app
+        self._drain_timeout_s = drain_timeout_s
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._drain_task: asyncio.Task[None] | None = None
+        self._draining = False
+
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        """Serve until a signal's drain (or uvicorn itself) ends the server."""
+        self._loop = asyncio.get_running_loop()
+        await super().serve(sockets)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        """First signal: drain, then exit; later signals, or before start-up: uvicorn's way."""
+        runtime = getattr(self._app.state, "runtime", None)
+        if self._draining or runtime is None or self._loop is None or not self.started:
+            super().handle_exit(sig, frame)
+            return
+        self._draining = True
+        log.info("signal received: draining", extra={"signal": sig})
+        self._loop.call_soon_threadsafe(self._begin_drain, runtime)
+
+    def _begin_drain(self, runtime: Any) -> None:
+        self._drain_task = asyncio.ensure_future(self._drain_then_exit(runtime))
+
+    async def _drain_then_exit(self, runtime: Any) -> None:
+        try:
+            await runtime.drain(self._drain_timeout_s)
+        finally:
+            self.should_exit = True
+
+
+def serve(settings: Settings) -> None:
+    """Build the app for `settings` and serve it until a signal drains and stops it."""
+    app = build_app(settings)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        loop="auto",  # uvloop where installed
+        http="auto",  # httptools where installed
+        lifespan="on",
+        log_config=log_config(settings.log_level),
+        access_log=settings.access_log,
+        timeout_graceful_shutdown=FLUSH_TIMEOUT_S,
+        server_header=False,
+    )
+    DrainingServer(config, app, settings.drain_timeout_s).run()

@@ -1,0 +1,65 @@
+"""Tokenisation with the bundle's `tokenizer.json` (the `tokenizers` library), truncated to the model's limit.
+
+The tokenizer file carries the normalisation (lowercasing included), the pre-tokeniser and the
+special tokens; this module only loads it, truncates and reports what was cut.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from pathlib import Path
+
+from tokenizers import Tokenizer
+
+from service.bundle import BundleError
+
+PAD_TOKEN = "<pad>"
+# Requests up to this many characters are tokenised on the event loop (tens of microseconds);
+# larger ones go to a thread, where the Rust tokenizer runs without the GIL.
+INLINE_CHARS = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class Encoded:
+    """Token ids of a list of texts, in order; `truncated[i]` tells whether text i was cut."""
+
+    ids: list[list[int]]
+    truncated: list[bool]
+
+    @property
+    def tokens(self) -> int:
+        """Number of tokens over all texts (after truncation)."""
+        return sum(len(row) for row in self.ids)
+
+
+class TextTokenizer:
+    """The bundle's tokenizer with truncation at `max_tokens`."""
+
+    def __init__(self, path: Path, max_tokens: int) -> None:
+        try:
+            tokenizer = Tokenizer.from_file(str(path))
+        except Exception as exc:
+            raise BundleError(f"bundle {path.parent}: {path.name} does not load ({exc})") from exc
+        pad_id = tokenizer.token_to_id(PAD_TOKEN)
+        if pad_id is None:
+            raise BundleError(f"bundle {path.parent}: {path.name} has no {PAD_TOKEN} token")
+        tokenizer.no_padding()
+        tokenizer.enable_truncation(max_length=max_tokens)
+        self._tokenizer = tokenizer
+        self.pad_id: int = pad_id
+        self.max_tokens = max_tokens
+
+    def encode(self, texts: list[str]) -> Encoded:
+        """Token ids of `texts`, each cut to `max_tokens` (blocking; safe in any thread)."""
+        encodings = self._tokenizer.encode_batch(texts, add_special_tokens=True)
+        return Encoded(
+            ids=[encoding.ids for encoding in encodings],
+            truncated=[bool(encoding.overflowing) for encoding in encodings],
+        )
+
+    async def encode_async(self, texts: list[str]) -> Encoded:
+        """`encode` without blocking the event loop on large requests."""
+        if sum(len(text) for text in texts) <= INLINE_CHARS:
+            return self.encode(texts)
+        return await asyncio.to_thread(self.encode, texts)

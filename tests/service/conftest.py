@@ -1,0 +1,135 @@
+"""Fixtures of the service tests: the app over ASGI (httpx) and the service as a real uvicorn process."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from service.app import build_app
+from service.settings import Settings
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+AppClient = Callable[..., contextlib.AbstractAsyncContextManager[httpx.AsyncClient]]
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    """Async tests run on asyncio (the loop uvicorn uses)."""
+    return "asyncio"
+
+
+@pytest.fixture
+def settings(tiny_bundle: Path) -> Callable[..., Settings]:
+    """Settings for the tiny bundle, with any field overridden by keyword."""
+
+    def make(**overrides: Any) -> Settings:
+        return Settings(bundle=tiny_bundle, provider="cpu", **overrides)
+
+    return make
+
+
+@pytest.fixture
+def app_client(settings: Callable[..., Settings]) -> AppClient:
+    """`async with app_client(**settings) as client:` an httpx client on a started app."""
+
+    @contextlib.asynccontextmanager
+    async def serve(**overrides: Any) -> AsyncIterator[httpx.AsyncClient]:
+        app = build_app(settings(**overrides))
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+                client.app = app  # type: ignore[attr-defined]  # for tests that reach the runtime
+                yield client
+
+    return serve
+
+
+@pytest.fixture
+async def client(app_client: AppClient) -> AsyncIterator[httpx.AsyncClient]:
+    """An httpx client on the app with default settings."""
+    async with app_client() as c:
+        yield c
+
+
+def app_of(client: httpx.AsyncClient) -> FastAPI:
+    """The app behind an `app_client` client."""
+    return client.app  # type: ignore[attr-defined,no-any-return]
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class ServiceProcess:
+    """`python -m service` running in a subprocess on a free loopback port."""
+
+    def __init__(self, bundle: Path, *args: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        command = [sys.executable, "-m", "service", "--bundle", str(bundle)]
+        command += ["--port", str(self.port), "--provider", "cpu", *args]
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        # a file, not a pipe: a full pipe would block the server; closed with the process
+        self.log = tempfile.TemporaryFile()  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            command, cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=self.log
+        )
+
+    def stderr(self) -> str:
+        """What the process wrote to stderr so far."""
+        self.log.seek(0)
+        return self.log.read().decode(errors="replace")
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        """Block until /ready answers 200; fail with the process's log if it exits first."""
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if self.proc.poll() is not None:
+                pytest.fail(f"service exited with {self.proc.returncode}:\n{self.stderr()}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{self.url}/ready", timeout=1.0).status_code == 200:
+                    return
+            time.sleep(0.1)
+        pytest.fail("service did not become ready")
+
+    def terminate(self) -> None:
+        """Send SIGTERM (the drain signal)."""
+        self.proc.send_signal(signal.SIGTERM)
+
+    def stop(self) -> tuple[int, str]:
+        """End the process (SIGTERM, then SIGKILL after 30 s); its exit code and stderr."""
+        if self.proc.poll() is None:
+            self.terminate()
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        return self.proc.returncode, self.stderr()
+
+
+@pytest.fixture(scope="session")
+def served(tiny_bundle: Path) -> Iterator[ServiceProcess]:
+    """One real service process shared by the tests that only read from it."""
+    service = ServiceProcess(tiny_bundle)
+    try:
+        service.wait_ready()
+        yield service
+    finally:
+        service.stop()

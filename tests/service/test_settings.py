@@ -1,0 +1,63 @@
+"""Settings: defaults, environment (GENSEN_*), command-line flags, and their checks."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from service.settings import DEFAULT_BUNDLE, Settings, settings_from_cli
+
+
+def test_defaults_serve_the_bundled_model_locally(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in [n for n in __import__("os").environ if n.startswith("GENSEN_")]:
+        monkeypatch.delenv(name)
+    settings = settings_from_cli([])
+    assert settings.bundle == DEFAULT_BUNDLE
+    assert DEFAULT_BUNDLE.parts[-2:] == ("models", "gensen-base")
+    assert (settings.host, settings.port, settings.provider) == ("127.0.0.1", 8080, "auto")
+
+
+def test_environment_and_flags(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GENSEN_PORT", "9000")
+    monkeypatch.setenv("GENSEN_MAX_WAIT_MS", "7.5")
+    settings = settings_from_cli(["--provider", "cpu", "--max-batch-rows", "16", "--access-log"])
+    assert settings.port == 9000
+    assert settings.max_wait_ms == 7.5
+    assert settings.provider == "cpu"
+    assert settings.max_batch_rows == 16
+    assert settings.access_log
+
+
+def test_flag_wins_over_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GENSEN_PORT", "9000")
+    assert settings_from_cli(["--port", "9001"]).port == 9001
+
+
+@pytest.mark.parametrize(
+    "field",
+    [
+        "bundle",
+        "host",
+        "port",
+        "provider",
+        "intra_op_threads",
+        "batch_tokens",
+        "max_batch_rows",
+        "max_wait_ms",
+        "queue_capacity",
+        "max_inputs",
+        "max_input_chars",
+        "request_timeout_s",
+        "drain_timeout_s",
+        "log_level",
+    ],
+)
+def test_every_issue_setting_exists(field: str) -> None:
+    assert field in Settings.model_fields
+
+
+def test_bad_values_are_refused() -> None:
+    with pytest.raises(ValidationError):
+        Settings(provider="tpu")  # type: ignore[arg-type]
+    with pytest.raises(ValidationError, match="queue_capacity"):
+        Settings(queue_capacity=10, max_inputs=8)
