@@ -14,6 +14,8 @@ import argparse
 import json
 import os
 import platform
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +38,16 @@ FILES = {
     "nli": "nli.onnx",
     "paraphrase": "paraphrase.onnx",
 }
+
+
+@contextmanager
+def _quiet_legacy_exporter():
+    """Silence two warnings that do not apply: h0 is built from the input's batch size, and the
+    legacy exporter is chosen on purpose (see export_encoder)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*batch_size other than 1.*")
+        warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*")
+        yield
 
 
 def hardware_description() -> str:
@@ -68,25 +80,32 @@ def _store_embedding_as_half(model: onnx.ModelProto, name: str) -> None:
     graph.node.extend(nodes)
 
 
+def _to_onnx(module: nn.Module, args: tuple, path: Path, inputs: list[str], axes: dict) -> None:
+    """torch -> ONNX with the legacy exporter: torch 2.13's dynamo exporter keeps the dynamic
+    sequence axis of a GRU graph only for the first export in a process."""
+    with _quiet_legacy_exporter():
+        torch.onnx.export(
+            module.eval(),
+            args,
+            str(path),
+            input_names=inputs,
+            output_names=[name for name in axes if name not in inputs],
+            dynamic_axes=axes,
+            opset_version=OPSET,
+            dynamo=False,
+        )
+
+
 def export_encoder(encoder: GensenEncoder, path: Path) -> None:
     """encoder.onnx: input_ids int64 [batch, seq], lengths int64 [batch] -> embeddings [batch, dim]."""
-    encoder = encoder.eval()
     round_embeddings_to_half(encoder)
     ids, lengths = torch.full((2, 5), 4, dtype=torch.int64), torch.tensor([5, 3])
-    torch.onnx.export(
-        encoder,
-        (ids, lengths),
-        str(path),
-        input_names=["input_ids", "lengths"],
-        output_names=["embeddings"],
-        dynamic_axes={
-            "input_ids": {0: "batch", 1: "seq"},
-            "lengths": {0: "batch"},
-            "embeddings": {0: "batch"},
-        },
-        opset_version=OPSET,
-        dynamo=False,  # torch 2.13's dynamo exporter loses the dynamic seq axis of GRU graphs
-    )
+    axes = {
+        "input_ids": {0: "batch", 1: "seq"},
+        "lengths": {0: "batch"},
+        "embeddings": {0: "batch"},
+    }
+    _to_onnx(encoder, (ids, lengths), path, ["input_ids", "lengths"], axes)
     model = onnx.load(str(path))
     _store_embedding_as_half(model, _embedding_initializer(model))
     onnx.checker.check_model(model)
@@ -103,16 +122,8 @@ def _embedding_initializer(model: onnx.ModelProto) -> str:
 def export_head(head: nn.Module, dim: int, path: Path) -> None:
     """nli.onnx / paraphrase.onnx: u, v float32 [batch, dim] -> logits [batch, classes]."""
     u = torch.randn(2, dim)
-    torch.onnx.export(
-        head.eval(),
-        (u, u),
-        str(path),
-        input_names=["u", "v"],
-        output_names=["logits"],
-        dynamic_axes={"u": {0: "batch"}, "v": {0: "batch"}, "logits": {0: "batch"}},
-        opset_version=OPSET,
-        dynamo=False,
-    )
+    axes = {"u": {0: "batch"}, "v": {0: "batch"}, "logits": {0: "batch"}}
+    _to_onnx(head, (u, u), path, ["u", "v"], axes)
     onnx.checker.check_model(onnx.load(str(path)))
 
 
@@ -191,7 +202,7 @@ def export_bundle(
         export_head(heads[name], encoder.config.output_dim, out / FILES[name])
     extra = dict(card_extra or {})
     summary = training_summary(config) if config is not None and config.phases else {}
-    extra["training"] = {**summary, **(training or {})}
+    extra["training"] = {**summary, **extra.get("training", {}), **(training or {})}
     card = model_card(encoder, config, tokenizer, extra)
     (out / "model.json").write_text(json.dumps(card, indent=2) + "\n")
     return out

@@ -159,7 +159,10 @@ def prepare(config: TrainConfig, root: Path) -> TaskData:
     return TaskData(root, tokenizer, config.max_tokens, sentences, teacher, config.seed)
 
 
-def train(config: TrainConfig, root: Path) -> tuple[GensenEncoder, nn.ModuleDict, TaskData]:
+def train(
+    config: TrainConfig, root: Path, stop_after: int | None = None
+) -> tuple[GensenEncoder, nn.ModuleDict, TaskData]:
+    """Train (resuming from run_dir's checkpoint), stopping early after `stop_after` steps."""
     torch.set_num_threads(config.threads)
     d = prepare(config, root)
     config.encoder.vocab_size = d.tokenizer.get_vocab_size()
@@ -178,7 +181,8 @@ def train(config: TrainConfig, root: Path) -> tuple[GensenEncoder, nn.ModuleDict
     )
     sampler = TaskSampler(config, tasks)
     sampler.fast_forward(start)
-    run_steps(config, encoder, heads, optimizer, sampler, d, start, checkpoint)
+    stop = min(stop_after or config.total_steps, config.total_steps)
+    run_steps(config, encoder, heads, optimizer, sampler, d, range(start, stop), checkpoint)
     return encoder, heads, d
 
 
@@ -189,14 +193,13 @@ def run_steps(
     optimizer,
     sampler: TaskSampler,
     d: TaskData,
-    start: int,
+    steps: range,
     checkpoint: Path,
 ) -> None:
+    """The steps in `steps`: draw a task, one optimiser step, checkpoint and evaluate now and then."""
     losses: dict[str, float] = {}
     seen, began = 0, time.perf_counter()
-    bar = tqdm(
-        range(start, config.total_steps), initial=start, total=config.total_steps, unit="step"
-    )
+    bar = tqdm(steps, initial=steps.start, total=config.total_steps, unit="step")
     for step in bar:
         phase, in_phase = phase_at(config, step)
         for group in optimizer.param_groups:
@@ -218,7 +221,7 @@ def run_steps(
             refresh=False,
         )
         done = step + 1
-        if done % config.checkpoint_every == 0 or done == config.total_steps:
+        if done % config.checkpoint_every == 0 or done in (steps.stop, config.total_steps):
             save_checkpoint(checkpoint, done, encoder, heads, optimizer, config)
         if done % config.eval_every == 0 or done == config.total_steps:
             scores = evaluate.dev_scores_torch(
@@ -247,8 +250,8 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     config = TrainConfig.load(args.config)
     started = time.time()
-    encoder, heads, d = train(config, data_root(args.data))
-    if not args.no_export:
+    encoder, heads, d = train(config, data_root(args.data), args.stop_after)
+    if not args.no_export and (args.stop_after or config.total_steps) >= config.total_steps:
         training = {
             "seconds": round(time.time() - started),
             "hardware": export.hardware_description(),
