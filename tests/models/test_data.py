@@ -1,0 +1,65 @@
+"""Every reader on the real shared data (skipped when the data folder is absent)."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from models import corpus, data
+
+
+@pytest.mark.parametrize(
+    ("reader", "args", "count"),
+    [
+        (data.read_snli, ("dev",), 9842),
+        (data.read_snli, ("test",), 9824),
+        (data.read_stsb, ("train",), 5749),
+        (data.read_stsb, ("dev",), 1500),
+        (data.read_sts12, (), 2234),
+        (data.read_mrpc, (), 4076),
+        (data.read_rte, (), 4167),
+        (data.read_sick, ("train",), 4500),
+        (data.read_sick, ("trial",), 500),
+    ],
+)
+def test_pair_readers_read_every_row(shared_data, reader, args, count):
+    rows = reader(shared_data, *args)
+    assert len(rows) == count
+    assert all(row.a and row.b for row in rows)
+
+
+def test_labels_are_in_range(shared_data):
+    assert {p.label for p in data.read_snli(shared_data, "dev")} == {0, 1, 2}
+    assert {p.label for p in data.read_mrpc(shared_data)} == {0, 1}
+    assert all(0 <= p.label <= 5 for p in data.read_stsb(shared_data, "train"))
+    assert all(1 <= p.relatedness <= 5 for p in data.read_sick(shared_data, "train"))
+
+
+def test_ppdb_pairs(shared_data):
+    pairs = data.read_ppdb(shared_data)
+    assert len(pairs) > 100_000
+    assert all(len(p) == 2 for p in pairs[:1000])
+
+
+@pytest.mark.parametrize("task", data.TRANSFER_TASKS)
+def test_transfer_sets(shared_data, task):
+    split = data.read_transfer(shared_data, task)
+    assert len(split.train) > 3000
+    labels = {y for _, y in split.train}
+    assert len(labels) >= 2
+    assert min(labels) == 0
+
+
+def test_unlabeled_text_is_sentences(shared_data):
+    sample = list(itertools.islice(data.read_unlabeled(shared_data), 5000))
+    assert len(sample) == 5000
+    assert all(s.strip() == s and s for _, s in sample)
+
+
+def test_training_corpus_leaves_out_evaluation_sentences(shared_data):
+    held = corpus.evaluation_sentences(shared_data)
+    sentences = corpus.training_sentences(shared_data, max_unlabeled=2000, seed=0)
+    assert held
+    assert not held & set(sentences)
+    assert len(sentences) == len(set(sentences))
