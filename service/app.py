@@ -42,7 +42,7 @@ class JsonBodyMiddleware:
         """Mark a POST request's body as JSON unless it already says so."""
         if scope["type"] == "http" and scope["method"] == "POST":
             headers = [(k, v) for k, v in scope["headers"] if k != b"content-type"]
-            scope = {**scope, "headers": [*headers, self.JSON_TYPE]}
+            scope["headers"] = [*headers, self.JSON_TYPE]  # in place: outer middleware sees routing
         await self.app(scope, receive, send)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 Texts = Annotated[list[str], Field(min_length=1)]
 NliLabel = Literal["entailment", "neutral", "contradiction"]
@@ -84,6 +84,14 @@ class OpenAIEmbeddingRequest(_Request):
         None, ge=1, description="keep the first `dimensions` values, then re-normalise"
     )
     user: str | None = None
+
+    @field_validator("input", mode="before")
+    @classmethod
+    def _no_token_arrays(cls, value: Any) -> Any:
+        """OpenAI also takes token ids; this model's vocabulary is not OpenAI's, so text only."""
+        if isinstance(value, list) and any(isinstance(x, int | list) for x in value):
+            raise ValueError("token arrays are not taken here; send the text")
+        return value
 
 
 class OpenAIEmbedding(BaseModel):

@@ -108,6 +108,14 @@ class ServiceProcess:
             time.sleep(0.1)
         pytest.fail("service did not become ready")
 
+    def stop_when_exited(self, timeout: float = 60.0) -> tuple[int, str]:
+        """Wait for the process to exit on its own; its exit code and stderr."""
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"service did not exit:\n{self.stop()[1]}")
+        return self.proc.returncode, self.stderr()
+
     def terminate(self) -> None:
         """Send SIGTERM (the drain signal)."""
         self.proc.send_signal(signal.SIGTERM)

@@ -1,0 +1,163 @@
+"""POST /embed and POST /similarity over HTTP through the app: answers, batching parity, errors."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import numpy as np
+import pytest
+
+from tests.service.conftest import AppClient
+
+pytestmark = pytest.mark.anyio
+SENTENCES = [
+    "a man is playing the guitar",
+    "a dog is running in the park",
+    "two children are riding a horse on the beach",
+    "the woman is cooking",
+    "a cat",
+]
+
+
+async def embed(client: httpx.AsyncClient, inputs: object, **options: object) -> httpx.Response:
+    return await client.post("/embed", json={"inputs": inputs, **options})
+
+
+async def test_one_text_gives_one_unit_vector(client: httpx.AsyncClient) -> None:
+    response = await embed(client, "a man is playing the guitar")
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/json"
+    vectors = np.array(response.json())
+    assert vectors.shape == (1, 32)
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+
+
+async def test_a_body_without_content_type_is_read_as_json(client: httpx.AsyncClient) -> None:
+    # what `curl -d '{"inputs":"hi"}'` sends: a form content type
+    response = await client.post(
+        "/embed",
+        content=b'{"inputs": "a man"}',
+        headers={"content-type": "application/x-www-form-urlencoded"},
+    )
+    assert response.status_code == 200
+    assert len(response.json()) == 1
+
+
+async def test_list_keeps_order_and_normalize_false_gives_raw_vectors(
+    client: httpx.AsyncClient,
+) -> None:
+    raw = np.array((await embed(client, SENTENCES, normalize=False)).json())
+    unit = np.array((await embed(client, SENTENCES)).json())
+    assert raw.shape == (5, 32)
+    np.testing.assert_allclose(raw / np.linalg.norm(raw, axis=1, keepdims=True), unit, atol=1e-5)
+    for i, text in enumerate(SENTENCES):
+        alone = np.array((await embed(client, text)).json())[0]
+        np.testing.assert_allclose(alone, unit[i], atol=1e-5)
+
+
+async def test_concurrent_requests_match_one_at_a_time(app_client: AppClient) -> None:
+    async with app_client(max_batch_rows=4, max_wait_ms=5) as client:
+        requests = [SENTENCES[i % 5 :] + SENTENCES[: i % 3] for i in range(24)]
+        alone = [np.array((await embed(client, texts)).json()) for texts in requests]
+        together = await asyncio.gather(*(embed(client, texts) for texts in requests))
+        metrics = (await client.get("/metrics")).text
+    for want, got in zip(alone, together, strict=True):
+        np.testing.assert_allclose(np.array(got.json()), want, atol=1e-5)
+    assert "gensen_batch_rows_count" in metrics
+
+
+async def test_truncation(app_client: AppClient) -> None:
+    long_text = " ".join(["a man is playing the guitar"] * 40)
+    async with app_client() as client:
+        assert (await embed(client, long_text)).status_code == 200
+        refused = await embed(client, [SENTENCES[0], long_text], truncate=False)
+    assert refused.status_code == 413
+    assert refused.json()["error_type"] == "too_large"
+    assert "inputs[1]" in refused.json()["error"]
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "field"),
+    [
+        ({}, 422, "inputs"),
+        ({"inputs": []}, 422, "inputs"),
+        ({"inputs": 3}, 422, "inputs"),
+        ({"inputs": ["a", 3]}, 422, "inputs"),
+        ({"inputs": "a", "normalize": "maybe"}, 422, "normalize"),
+        ({"inputs": ""}, 422, "inputs[0]"),
+    ],
+)
+async def test_bad_input_names_the_field(
+    client: httpx.AsyncClient, body: dict[str, object], status: int, field: str
+) -> None:
+    response = await client.post("/embed", json=body)
+    assert response.status_code == status
+    answer = response.json()
+    assert answer["error_type"] == "validation"
+    assert answer["error"].startswith(field)
+
+
+async def test_malformed_json_is_400(client: httpx.AsyncClient) -> None:
+    response = await client.post("/embed", content=b'{"inputs": ')
+    assert response.status_code == 400
+    assert response.json() == {"error": "body is not valid JSON", "error_type": "validation"}
+
+
+async def test_request_limits_are_413(app_client: AppClient) -> None:
+    async with app_client(max_inputs=3, max_input_chars=50) as client:
+        too_many = await embed(client, ["a"] * 4)
+        too_long = await embed(client, ["a", "b" * 51])
+    assert too_many.status_code == 413
+    assert "at most 3" in too_many.json()["error"]
+    assert too_long.status_code == 413
+    assert too_long.json()["error"].startswith("inputs[1] has 51 characters")
+
+
+async def test_full_queue_is_429_with_retry_after(app_client: AppClient) -> None:
+    async with app_client(max_inputs=2, queue_capacity=4, max_wait_ms=1000) as client:
+        waiting = [asyncio.create_task(embed(client, ["a man", "a dog"])) for _ in range(2)]
+        await asyncio.sleep(0.1)  # both are queued, waiting for more work
+        refused = await embed(client, ["a cat"])
+        done = await asyncio.gather(*waiting)
+        metrics = (await client.get("/metrics")).text
+    assert refused.status_code == 429
+    assert int(refused.headers["retry-after"]) >= 1
+    assert refused.json()["error_type"] == "overloaded"
+    assert [r.status_code for r in done] == [200, 200]
+    assert 'gensen_rejected_requests_total{reason="overloaded"} 1.0' in metrics
+
+
+async def test_past_its_deadline_is_504(app_client: AppClient) -> None:
+    async with app_client(request_timeout_s=0.05, max_wait_ms=1000) as client:
+        response = await embed(client, "a man")
+        assert response.status_code == 504
+        assert response.json()["error_type"] == "deadline_exceeded"
+        runtime = client.app.state.runtime  # type: ignore[attr-defined]
+        assert runtime.batcher.queued_rows == 0  # its work was dropped
+
+
+async def test_similarity(client: httpx.AsyncClient) -> None:
+    body = {"inputs": {"source_sentence": SENTENCES[0], "sentences": [SENTENCES[0], *SENTENCES]}}
+    response = await client.post("/similarity", json=body)
+    assert response.status_code == 200
+    scores = response.json()
+    assert len(scores) == 6
+    assert scores[0] == pytest.approx(1.0, abs=1e-5)
+    assert all(-1.0 - 1e-5 <= s <= 1.0 + 1e-5 for s in scores)
+    vectors = np.array((await embed(client, [SENTENCES[0], SENTENCES[2]])).json())
+    assert scores[3] == pytest.approx(float(vectors[0] @ vectors[1]), abs=1e-5)
+
+
+async def test_similarity_errors(app_client: AppClient) -> None:
+    async with app_client(max_inputs=2) as client:
+        empty = await client.post("/similarity", json={"inputs": {"source_sentence": "a"}})
+        many = {"inputs": {"source_sentence": "a", "sentences": ["b", "c", "d"]}}
+        too_many = await client.post("/similarity", json=many)
+        blank = {"inputs": {"source_sentence": "a", "sentences": ["b", ""]}}
+        no_tokens = await client.post("/similarity", json=blank)
+    assert empty.status_code == 422
+    assert empty.json()["error"].startswith("inputs.sentences")
+    assert too_many.status_code == 413
+    assert no_tokens.status_code == 422
+    assert no_tokens.json()["error"].startswith("inputs.sentences[1]")

@@ -1,0 +1,119 @@
+"""The service as people run it: `python -m service` in a real process on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import shutil
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from tests.service.conftest import ServiceProcess
+
+SENTENCE = "a man is playing the guitar"
+
+
+def test_embed_like_the_readme(served: ServiceProcess) -> None:
+    """`curl -s localhost:8080/embed -d '{"inputs":"hi"}'`: a form content type, one unit vector."""
+    response = httpx.post(
+        f"{served.url}/embed",
+        content=b'{"inputs":"a man"}',
+        headers={"content-type": "application/x-www-form-urlencoded"},
+    )
+    assert response.status_code == 200
+    vector = np.array(response.json())
+    assert vector.shape == (1, 32)
+    assert np.linalg.norm(vector) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_logs_are_json_lines_without_request_texts(served: ServiceProcess) -> None:
+    secret = "zebra secret sentence"
+    assert httpx.post(f"{served.url}/embed", json={"inputs": secret}).status_code == 200
+    httpx.post(f"{served.url}/embed", json={"inputs": secret, "normalize": "bad"})
+    log = served.stderr()
+    assert '"message":"model ready"' in log
+    assert all(line.startswith("{") for line in log.splitlines() if line.strip())
+    assert "zebra" not in log
+
+
+def test_missing_bundle_is_refused_at_start(tmp_path: Path) -> None:
+    service = ServiceProcess(tmp_path / "nowhere")
+    code, log = service.stop_when_exited()
+    assert code == 2
+    assert f"error: bundle {tmp_path / 'nowhere'}: no such folder" in log
+
+
+def test_broken_model_file_is_refused_at_start(tiny_bundle: Path, tmp_path: Path) -> None:
+    broken = Path(shutil.copytree(tiny_bundle, tmp_path / "bundle"))
+    (broken / "encoder.onnx").write_bytes(b"garbage")
+    service = ServiceProcess(broken)
+    code, log = service.stop_when_exited()
+    assert code != 0
+    assert re.search(r"encoder\.onnx does not load in ONNX Runtime", log)
+    assert '"message":"cannot serve the bundle"' in log
+
+
+@pytest.mark.slow
+def test_sigterm_under_load_loses_no_admitted_request(tiny_bundle: Path) -> None:
+    """SIGTERM while a queue of work is admitted: not-ready, refuse new work, finish, exit 0."""
+    service = ServiceProcess(
+        tiny_bundle,
+        *("--max-batch-rows", "1", "--max-wait-ms", "0"),  # one input per batch: a long queue
+        *("--max-inputs", "300", "--queue-capacity", "20000", "--drain-timeout-s", "60"),
+    )
+    try:
+        service.wait_ready()
+        outcome = asyncio.run(_terminate_under_load(service, clients=16, inputs=300))
+        code, log = service.stop_when_exited()
+    finally:
+        service.stop()
+    admitted, during_drain = outcome
+    assert [r.status_code for r in admitted] == [200] * 16
+    assert all(len(r.json()) == 300 for r in admitted)
+    assert during_drain["ready"] == 503
+    assert during_drain["embed"] == 503
+    assert during_drain["health"] == 200
+    assert code == 0, log
+    assert log.index('"message":"draining"') < log.index('"message":"Shutting down"')
+
+
+async def _terminate_under_load(
+    service: ServiceProcess, clients: int, inputs: int
+) -> tuple[list[httpx.Response], dict[str, int]]:
+    texts = [f"{SENTENCE} {i}" for i in range(inputs)]
+    async with httpx.AsyncClient(base_url=service.url, timeout=120) as client:
+        requests = [
+            asyncio.create_task(client.post("/embed", json={"inputs": texts}))
+            for _ in range(clients)
+        ]
+        await _wait_for_admission(client, clients * inputs)
+        service.terminate()
+        await asyncio.sleep(0.2)
+        async with httpx.AsyncClient(base_url=service.url, timeout=10) as fresh:
+            during = {
+                "ready": (await fresh.get("/ready")).status_code,
+                "embed": (await fresh.post("/embed", json={"inputs": "a"})).status_code,
+                "health": (await fresh.get("/health")).status_code,
+            }
+        return list(await asyncio.gather(*requests)), during
+
+
+async def _wait_for_admission(client: httpx.AsyncClient, rows: int, timeout: float = 30) -> None:
+    """Until /metrics shows all `rows` admitted (queued or computed) and work still queued."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        metrics = (await client.get("/metrics")).text
+        queued = _metric(metrics, "gensen_queue_depth")
+        if queued and queued + _metric(metrics, "gensen_inputs_total") >= rows:
+            return
+        await asyncio.sleep(0.005)
+    pytest.fail("the requests were not all admitted while work was queued")
+
+
+def _metric(text: str, name: str) -> float:
+    found = re.search(rf"^{name} (\S+)", text, re.MULTILINE)
+    return float(found.group(1)) if found else 0.0
