@@ -8,6 +8,7 @@ STAMP := $(VENV)/.install-stamp
 TRAIN_STAMP := $(VENV)/.train-stamp
 
 .PHONY: install install-train run test lint format bench train evaluate soak clean
+.PHONY: image image-gpu lint-deploy smoke-container install-container-tools
 
 install: $(STAMP)  ## create .venv with runtime, test and export dependencies (safe to repeat)
 
@@ -53,3 +54,28 @@ bench: install
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
+
+# ---- deployment (Dockerfile, docker/, k8s/): see README, Deployment ----
+CONTAINER ?= docker
+IMAGE ?= gensen
+IMAGE_VERSION ?= 0.1.0
+# CUDA 13 + cuDNN 9: what the pinned onnxruntime-gpu wheel is built against.
+GPU_BASE_IMAGE ?= nvidia/cuda:13.0.1-cudnn-runtime-ubuntu24.04
+
+image:  ## build the CPU image $(IMAGE):$(IMAGE_VERSION)-cpu
+	$(CONTAINER) build -t $(IMAGE):$(IMAGE_VERSION)-cpu .
+
+image-gpu:  ## build the GPU image $(IMAGE):$(IMAGE_VERSION)-gpu
+	$(CONTAINER) build --build-arg BASE_IMAGE=$(GPU_BASE_IMAGE) -t $(IMAGE):$(IMAGE_VERSION)-gpu .
+
+lint-deploy: install  ## hadolint the Dockerfile; render each kustomization and validate it strictly
+	$(BIN)/hadolint Dockerfile
+	set -e; for k in k8s/base k8s/overlays/cpu k8s/overlays/gpu; do \
+	  kubectl kustomize $$k | $(BIN)/kubernetes-validate --strict --quiet -; done
+
+install-container-tools:  ## Debian packages of the container smoke test (root): podman, runc, debootstrap
+	apt-get update -q
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -q podman buildah runc debootstrap
+
+smoke-container: install  ## build the CPU image with podman, serve, embed, SIGTERM (root, podman)
+	PYTHON=$(BIN)/python bash docker/smoke-test.sh
