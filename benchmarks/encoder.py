@@ -1,0 +1,124 @@
+"""Raw encoder speed: real sentences per second through ONNX Runtime, batch 64, 2 threads.
+
+    python -m benchmarks.encoder [--bundle models/gensen-base] [--threads 2] [--batch 64]
+
+Sentences come from the shared data (STS-B dev, SNLI test), shuffled (no length sorting), so every
+batch pays the padding a recurrent encoder pays in real traffic. Each configuration runs several
+rounds and the median is printed; tokenisation is timed separately from the encoder. Where
+a training checkpoint is given, the same model in torch eager runs side by side as a reference.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+from tokenizers import Tokenizer
+
+from models import data
+from models.encoder import PAD_ID
+from models.vocabulary import encode, pad_batch
+
+
+def real_sentences(limit: int, seed: int = 0) -> list[str]:
+    root = data.data_root()
+    pairs = [*data.read_stsb(root, "dev"), *data.read_snli(root, "test")]
+    sentences = [s for p in pairs for s in (p.a, p.b)]
+    random.Random(seed).shuffle(sentences)
+    return sentences[:limit]
+
+
+def batches(rows: list[list[int]], size: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    return [pad_batch(rows[i : i + size], PAD_ID) for i in range(0, len(rows), size)]
+
+
+def rate(run, prepared, count: int, rounds: int) -> float:
+    """Median sentences/s over `rounds` passes (after one warm-up pass)."""
+    for ids, lengths in prepared[:3]:
+        run(ids, lengths)
+    speeds = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        for ids, lengths in prepared:
+            run(ids, lengths)
+        speeds.append(count / (time.perf_counter() - start))
+    return statistics.median(speeds)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--bundle", type=Path, default=Path("models/gensen-base"))
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--sentences", type=int, default=4096)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument(
+        "--checkpoint", type=Path, default=None, help="also time this checkpoint in torch eager"
+    )
+    args = parser.parse_args()
+
+    card = json.loads((args.bundle / "model.json").read_text())
+    tokenizer = Tokenizer.from_file(str(args.bundle / card["files"]["tokenizer"]))
+    sentences = real_sentences(args.sentences)
+    start = time.perf_counter()
+    rows = encode(tokenizer, sentences, card["max_tokens"])
+    tokenize_rate = len(sentences) / (time.perf_counter() - start)
+    prepared = batches(rows, args.batch)
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = args.threads
+    options.inter_op_num_threads = 1
+    session = ort.InferenceSession(
+        str(args.bundle / card["files"]["encoder"]), options, providers=["CPUExecutionProvider"]
+    )
+    ort_rate = rate(
+        lambda ids, lengths: session.run(None, {"input_ids": ids, "lengths": lengths}),
+        prepared,
+        len(rows),
+        args.rounds,
+    )
+
+    print(
+        f"bundle {card['name']} {card['version']}: {len(rows)} real sentences, mean {np.mean([len(r) for r in rows]):.1f} tokens, batch {args.batch}, {args.threads} threads, shuffled"
+    )
+    print(f"{'tokenizers (batch encode)':<32}{tokenize_rate:>10.0f} sentences/s")
+    print(f"{'ONNX Runtime encoder':<32}{ort_rate:>10.0f} sentences/s (median of {args.rounds})")
+    torch_rate = torch_eager_rate(args, prepared, len(rows))
+    if torch_rate:
+        print(
+            f"{'torch eager, same weights':<32}{torch_rate:>10.0f} sentences/s  (ONNX Runtime / torch = {ort_rate / torch_rate:.2f})"
+        )
+
+
+def torch_eager_rate(args, prepared, count: int) -> float | None:
+    """The same model in torch eager, from a training checkpoint (--checkpoint); else None."""
+    if args.checkpoint is None:
+        return None
+    import torch
+
+    from models.config import TrainConfig
+    from models.encoder import GensenEncoder
+
+    torch.set_num_threads(args.threads)
+    state = torch.load(args.checkpoint, map_location="cpu", weights_only=False)
+    model = GensenEncoder(TrainConfig.from_dict(state["config"]).encoder).eval()
+    model.load_state_dict(state["encoder"])
+    with torch.no_grad():
+        return rate(
+            lambda ids, lengths: model(torch.from_numpy(ids), torch.from_numpy(lengths)),
+            prepared,
+            count,
+            args.rounds,
+        )
+
+
+if __name__ == "__main__":
+    main()
