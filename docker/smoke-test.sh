@@ -225,7 +225,8 @@ assert all(isinstance(x, float) and math.isfinite(x) for x in vectors[0])
 assert abs(math.sqrt(sum(x * x for x in vectors[0])) - 1) < 1e-3, "not normalised"
 EOF
 log "POST /embed: one vector of $dim floats (uid $uid)"
-http GET /metrics | grep -q '^gensen_requests_total' || fail "/metrics has no gensen_requests_total"
+metrics="$(http GET /metrics)"
+grep -q '^gensen_requests_total' <<<"$metrics" || fail "/metrics has no gensen_requests_total"
 
 # ---- SIGTERM: drain and exit 0 ---------------------------------------------------------------
 T="$(now)"
