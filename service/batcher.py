@@ -185,6 +185,7 @@ class Batcher:
         """Forget `job` (its client left or its deadline passed); rows not computed are dropped."""
         with self._cond:
             self._close(job)
+        self._observe_depth()
 
     def stop_admitting(self) -> None:
         """From now on `submit` raises NotReady; admitted work goes on."""
@@ -265,6 +266,7 @@ class Batcher:
                 break
         if not live:
             del self._queue[:scanned]
+            self._observe_depth()
             return []
         picked = plan_batch(
             [row.length for row in live], self._limits.batch_tokens, self._limits.max_batch_rows

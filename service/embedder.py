@@ -26,6 +26,7 @@ from service.errors import (
 from service.tokenization import TextTokenizer
 
 Disconnected = Callable[[], Awaitable[Any]]
+WATCH_AFTER_S = 0.1  # a request still waiting after this long starts watching its connection
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,25 +114,56 @@ class Embedder:
                 )
 
     async def _wait(self, job: Job, disconnected: Disconnected | None) -> np.ndarray:
-        """The job's rows, unless the deadline passes or the client leaves first."""
-        watch = asyncio.ensure_future(disconnected()) if disconnected is not None else None
-        waiters: set[asyncio.Future[Any]] = {job.future} if watch is None else {job.future, watch}
+        """The job's rows, unless the deadline passes or the client leaves first.
+
+        Timers, not tasks: the deadline is a loop timer; the disconnect watch (a task reading
+        the connection) starts only once the job has waited WATCH_AFTER_S, so that the many
+        requests answered sooner pay nothing for it.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.call_later(
+            max(0.0, job.deadline - time.monotonic()),
+            self._abandon,
+            job,
+            DeadlineExceeded(f"no answer within the deadline of {self.limits.timeout_s} s"),
+        )
+        watch = _Watch(self, job, disconnected) if disconnected is not None else None
         try:
-            done, _ = await asyncio.wait(
-                waiters,
-                timeout=max(0.0, job.deadline - time.monotonic()),
-                return_when=asyncio.FIRST_COMPLETED,
-            )
+            return await job.future
         except asyncio.CancelledError:
             self._batcher.cancel(job)
             raise
         finally:
+            deadline.cancel()
             if watch is not None:
                 watch.cancel()
-        if job.future in done:
-            return job.future.result()
+
+    def _abandon(self, job: Job, error: Exception) -> None:
+        """Drop the job's remaining work and answer its request with `error`."""
         self._batcher.cancel(job)
-        job.future.cancel()
-        if watch is not None and watch in done:
-            raise ClientGone("the client closed the connection")
-        raise DeadlineExceeded(f"no answer within the deadline of {self.limits.timeout_s} s")
+        if not job.future.done():
+            job.future.set_exception(error)
+
+
+class _Watch:
+    """Watches the client's connection while a job waits; a disconnect abandons the job."""
+
+    def __init__(self, embedder: Embedder, job: Job, disconnected: Disconnected) -> None:
+        self._embedder = embedder
+        self._job = job
+        self._disconnected = disconnected
+        self._task: asyncio.Task[None] | None = None
+        self._timer = asyncio.get_running_loop().call_later(WATCH_AFTER_S, self._start)
+
+    def _start(self) -> None:
+        self._task = asyncio.ensure_future(self._watch())
+
+    async def _watch(self) -> None:
+        await self._disconnected()
+        self._embedder._abandon(self._job, ClientGone("the client closed the connection"))
+
+    def cancel(self) -> None:
+        """Stop watching."""
+        self._timer.cancel()
+        if self._task is not None:
+            self._task.cancel()

@@ -176,3 +176,12 @@ class Info(BaseModel):
     limits: dict[str, float | int]
     versions: dict[str, str]
     card: dict[str, Any]
+
+
+REQUEST_MODELS: tuple[type[BaseModel], ...] = (
+    EmbedRequest,
+    SimilarityRequest,
+    ParaphraseRequest,
+    NliRequest,
+    OpenAIEmbeddingRequest,
+)

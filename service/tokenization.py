@@ -18,6 +18,7 @@ PAD_TOKEN = "<pad>"
 # Requests up to this many characters are tokenised on the event loop (tens of microseconds);
 # larger ones go to a thread, where the Rust tokenizer runs without the GIL.
 INLINE_CHARS = 4096
+SMALL_BATCH = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +53,10 @@ class TextTokenizer:
 
     def encode(self, texts: list[str]) -> Encoded:
         """Token ids of `texts`, each cut to `max_tokens` (blocking; safe in any thread)."""
-        encodings = self._tokenizer.encode_batch(texts, add_special_tokens=True)
+        if len(texts) <= SMALL_BATCH:  # no thread pool round trip (and no GIL hand-off) for a few
+            encodings = [self._tokenizer.encode(text) for text in texts]
+        else:
+            encodings = self._tokenizer.encode_batch(texts)
         return Encoded(
             ids=[encoding.ids for encoding in encodings],
             truncated=[bool(encoding.overflowing) for encoding in encodings],

@@ -1,20 +1,28 @@
-"""What every router shares: the runtime as a dependency and the orjson answer."""
+"""What every router shares: the runtime, the request body, and the orjson answer.
+
+The routes read their JSON body with pydantic's own parser and find the runtime on `app.state`
+instead of going through FastAPI's dependency and body machinery: that machinery costs about
+60 µs a request, a third of the service's own CPU per request. `json_body` keeps the OpenAPI
+document complete (the app adds the request schemas to its components).
+"""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any, TypeVar
 
 import orjson
-from fastapi import Depends, Request, Response
+from fastapi import Request, Response
+from pydantic import BaseModel, ValidationError
 
-from service.errors import NotReady
+from service.errors import NotReady, validation_error
 from service.runtime import Runtime
 
 JSON = "application/json"
 ORJSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
+Model = TypeVar("Model", bound=BaseModel)
 
 
-def get_runtime(request: Request) -> Runtime:
+def runtime_of(request: Request) -> Runtime:
     """The app's runtime; NotReady while the lifespan has not built it."""
     runtime = getattr(request.app.state, "runtime", None)
     if runtime is None:
@@ -22,7 +30,18 @@ def get_runtime(request: Request) -> Runtime:
     return runtime
 
 
-RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+async def read_body(request: Request, model: type[Model]) -> Model:
+    """The request's JSON body validated as `model` (InvalidInput or MalformedBody if not)."""
+    try:
+        return model.model_validate_json(await request.body())
+    except ValidationError as exc:
+        raise validation_error(exc.errors(include_url=False, include_input=False)) from None
+
+
+def json_body(model: type[BaseModel]) -> dict[str, Any]:
+    """OpenAPI `openapi_extra` declaring `model` as the route's JSON request body."""
+    schema = {"$ref": f"#/components/schemas/{model.__name__}"}
+    return {"requestBody": {"required": True, "content": {JSON: {"schema": schema}}}}
 
 
 def json_response(content: Any, status_code: int = 200) -> Response:

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request, Response
 
 from service.errors import INFERENCE_ERRORS, error_responses
 from service.heads import cosine, normalize
-from service.routes.deps import RuntimeDep, json_response
+from service.routes.deps import json_body, json_response, read_body, runtime_of
 from service.schemas import EmbedRequest, SimilarityRequest
 
 router = APIRouter(tags=["embeddings"])
@@ -17,9 +17,12 @@ router = APIRouter(tags=["embeddings"])
     response_model=list[list[float]],
     responses=error_responses(*INFERENCE_ERRORS),
     summary="Embed one text or a list of texts",
+    openapi_extra=json_body(EmbedRequest),
 )
-async def embed(body: EmbedRequest, runtime: RuntimeDep, request: Request) -> Response:
+async def embed(request: Request) -> Response:
     """One vector per input, in input order (unit length unless `normalize` is false)."""
+    body = await read_body(request, EmbedRequest)
+    runtime = runtime_of(request)
     texts = [body.inputs] if isinstance(body.inputs, str) else body.inputs
     result = await runtime.embedder.embed(
         texts, truncate=body.truncate, disconnected=request.receive
@@ -33,9 +36,12 @@ async def embed(body: EmbedRequest, runtime: RuntimeDep, request: Request) -> Re
     response_model=list[float],
     responses=error_responses(*INFERENCE_ERRORS),
     summary="Cosine similarity of one sentence with others",
+    openapi_extra=json_body(SimilarityRequest),
 )
-async def similarity(body: SimilarityRequest, runtime: RuntimeDep, request: Request) -> Response:
+async def similarity(request: Request) -> Response:
     """Cosine of `source_sentence` with each of `sentences`, in order."""
+    body = await read_body(request, SimilarityRequest)
+    runtime = runtime_of(request)
     runtime.embedder.check_count(len(body.inputs.sentences), "inputs.sentences")
     texts = [body.inputs.source_sentence, *body.inputs.sentences]
     result = await runtime.embedder.embed(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 
 from service.errors import NotReady, error_responses
-from service.routes.deps import RuntimeDep, json_response
+from service.routes.deps import json_response, runtime_of
 from service.schemas import Info, Status
 
 router = APIRouter(tags=["operations"])
@@ -31,8 +31,9 @@ async def health(request: Request) -> Response:
     responses=error_responses(NotReady),
     summary="Readiness: model loaded, warm-up passed, not draining",
 )
-async def ready(runtime: RuntimeDep) -> Response:
+async def ready(request: Request) -> Response:
     """200 when the service takes work; 503 while starting or draining."""
+    runtime = runtime_of(request)
     if runtime.draining:
         raise NotReady("draining: the service is shutting down")
     if not runtime.ready:
@@ -41,9 +42,9 @@ async def ready(runtime: RuntimeDep) -> Response:
 
 
 @router.get("/info", response_model=Info, summary="The model card, limits and versions")
-async def info(runtime: RuntimeDep) -> Response:
+async def info(request: Request) -> Response:
     """What is served, on which execution provider, within which limits."""
-    return json_response(runtime.info())
+    return json_response(runtime_of(request).info())
 
 
 @router.get(

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Request, Response
 
 from service.errors import INFERENCE_ERRORS, ModelNotFound, error_responses
 from service.heads import truncate_dims
-from service.routes.deps import RuntimeDep, json_response
+from service.routes.deps import json_body, json_response, read_body, runtime_of
 from service.schemas import OpenAIEmbeddingRequest, OpenAIEmbeddingResponse, OpenAIModelList
 
 router = APIRouter(prefix="/v1", tags=["openai"])
@@ -25,11 +25,12 @@ OWNER = "gensen-service"
     response_model=OpenAIEmbeddingResponse,
     responses=error_responses(*INFERENCE_ERRORS, ModelNotFound, openai=True),
     summary="Create embeddings (OpenAI API)",
+    openapi_extra=json_body(OpenAIEmbeddingRequest),
 )
-async def create_embeddings(
-    body: OpenAIEmbeddingRequest, runtime: RuntimeDep, request: Request
-) -> Response:
+async def create_embeddings(request: Request) -> Response:
     """Unit vectors of `input`, cut to `dimensions` and re-normalised when asked."""
+    body = await read_body(request, OpenAIEmbeddingRequest)
+    runtime = runtime_of(request)
     if body.model is not None and body.model != runtime.model_name:
         raise ModelNotFound(
             f"model {body.model!r} is not served here; this service serves {runtime.model_name!r}",
@@ -49,8 +50,9 @@ async def create_embeddings(
 
 
 @router.get("/models", response_model=OpenAIModelList, summary="The served model (OpenAI API)")
-async def list_models(runtime: RuntimeDep) -> Response:
+async def list_models(request: Request) -> Response:
     """One entry: the served model's name."""
+    runtime = runtime_of(request)
     created = int(runtime.bundle.path.joinpath("model.json").stat().st_mtime)
     model = {"id": runtime.model_name, "object": "model", "created": created, "owned_by": OWNER}
     return json_response({"object": "list", "data": [model]})

@@ -8,7 +8,7 @@ import numpy as np
 from fastapi import APIRouter, Request, Response
 
 from service.errors import INFERENCE_ERRORS, error_responses
-from service.routes.deps import RuntimeDep, json_response
+from service.routes.deps import json_body, json_response, read_body, runtime_of
 from service.runtime import Runtime
 from service.schemas import NliRequest, NliResult, ParaphraseRequest, ParaphraseResult
 
@@ -37,9 +37,12 @@ async def embed_pairs(
     response_model=list[ParaphraseResult],
     responses=error_responses(*INFERENCE_ERRORS),
     summary="Whether each pair of texts is a paraphrase",
+    openapi_extra=json_body(ParaphraseRequest),
 )
-async def paraphrase(body: ParaphraseRequest, runtime: RuntimeDep, request: Request) -> Response:
+async def paraphrase(request: Request) -> Response:
     """For each `[a, b]`: the paraphrase probability and the verdict at the model's threshold."""
+    body = await read_body(request, ParaphraseRequest)
+    runtime = runtime_of(request)
     first = [a for a, _ in body.pairs]
     second = [b for _, b in body.pairs]
     u, v = await embed_pairs(runtime, first, second, ("[0]", "[1]"), request)
@@ -51,9 +54,12 @@ async def paraphrase(body: ParaphraseRequest, runtime: RuntimeDep, request: Requ
     response_model=list[NliResult],
     responses=error_responses(*INFERENCE_ERRORS),
     summary="Natural language inference on premise/hypothesis pairs",
+    openapi_extra=json_body(NliRequest),
 )
-async def nli(body: NliRequest, runtime: RuntimeDep, request: Request) -> Response:
+async def nli(request: Request) -> Response:
     """For each pair: entailment, neutral or contradiction, with the probability of each."""
+    body = await read_body(request, NliRequest)
+    runtime = runtime_of(request)
     premises = [pair.premise for pair in body.pairs]
     hypotheses = [pair.hypothesis for pair in body.pairs]
     u, v = await embed_pairs(runtime, premises, hypotheses, (".premise", ".hypothesis"), request)

@@ -117,3 +117,20 @@ async def _wait_for_admission(client: httpx.AsyncClient, rows: int, timeout: flo
 def _metric(text: str, name: str) -> float:
     found = re.search(rf"^{name} (\S+)", text, re.MULTILINE)
     return float(found.group(1)) if found else 0.0
+
+
+def test_a_client_that_leaves_frees_its_work(tiny_bundle: Path) -> None:
+    """The request waits in the queue (long max wait); its client hangs up; the rows are dropped."""
+    service = ServiceProcess(tiny_bundle, "--max-wait-ms", "3000")
+    try:
+        service.wait_ready()
+        with httpx.Client(base_url=service.url) as client:
+            with pytest.raises(httpx.ReadTimeout):
+                client.post("/embed", json={"inputs": ["a man"] * 10}, timeout=0.4)
+            time.sleep(0.3)
+            metrics = client.get("/metrics").text
+    finally:
+        service.stop()
+    assert _metric(metrics, "gensen_queue_depth") == 0
+    assert 'gensen_rejected_requests_total{reason="client_closed"} 1.0' in metrics
+    assert _metric(metrics, "gensen_inputs_total") == 0  # never computed

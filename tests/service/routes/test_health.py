@@ -93,5 +93,11 @@ async def test_openapi_documents_routes_and_errors(client: httpx.AsyncClient) ->
         assert {"413", "422", "429", "503", "504"} <= set(paths[route]["post"]["responses"])
     for route in ("/health", "/ready", "/info", "/metrics", "/v1/models"):
         assert "get" in paths[route]
+    schemas = spec["components"]["schemas"]
+    for route in ("/embed", "/similarity", "/paraphrase", "/nli", "/v1/embeddings"):
+        body = paths[route]["post"]["requestBody"]["content"]["application/json"]["schema"]
+        assert body["$ref"].removeprefix("#/components/schemas/") in schemas
+    assert "SimilarityInputs" in schemas  # nested models come along
+    assert (await client.get("/docs")).status_code == 200
     error_429 = paths["/v1/embeddings"]["post"]["responses"]["429"]
     assert error_429["content"]["application/json"]["schema"]["$ref"].endswith("OpenAIError")

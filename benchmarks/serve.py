@@ -1,0 +1,317 @@
+"""Served throughput against the raw encoder, side by side in one run (a benchmark, not a test).
+
+    python -m benchmarks.serve [--bundle models/gensen-base] [--clients 32] [--seconds 5]
+
+Measures, on this machine and in one run, with real sentences (STS-B dev when present):
+- raw: the encoder in-process through `service.engine` at its best batch size (tokenised
+  beforehand, so only inference counts): the ceiling;
+- served: `python -m service` on loopback under `--clients` concurrent keep-alive clients;
+- naive: the same server with one input per inference (`--max-batch-rows 1`): the floor;
+- latency at low load: one client, one sentence per request, p50 and p99.
+Raw and served rounds alternate, and each figure is the median of `--rounds`, so that a noisy
+neighbour on the machine weighs on both sides alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import random
+import re
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+from service.bundle import load_bundle
+from service.engine import Engine
+from service.settings import DEFAULT_BUNDLE, REPO_ROOT
+from service.tokenization import TextTokenizer
+
+STSB_DEV = Path(os.environ.get("GENSEN_DATA", "/work/shared/data")) / "sts/stsb/sts-dev.csv"
+BATCH_SIZES = (1, 8, 16, 32, 64, 128)
+CONTENT_LENGTH = re.compile(rb"content-length:\s*(\d+)", re.IGNORECASE)
+
+
+def load_sentences(limit: int = 3000) -> list[str]:
+    """STS-B dev sentences (columns 6 and 7), shuffled; generated ones if the file is absent."""
+    rng = random.Random(0)
+    if STSB_DEV.is_file():
+        sentences = []
+        for line in STSB_DEV.read_text(encoding="utf-8").splitlines():
+            sentences += [s for s in line.split("\t")[5:7] if s.strip()]
+    else:
+        words = "a man woman dog cat is are playing riding eating on in the park street guitar"
+        vocab = words.split()
+        sentences = [" ".join(rng.choices(vocab, k=rng.randint(4, 20))) for _ in range(limit)]
+    rng.shuffle(sentences)
+    return sentences[:limit]
+
+
+# raw: the encoder in-process
+
+
+def raw_throughput(
+    engine: Engine, rows: list[list[int]], pad_id: int, batch: int, seconds: float
+) -> float:
+    """Sentences per second through `engine.embed` in batches of `batch`, in arrival order."""
+    batches = []
+    for start in range(0, len(rows) - batch + 1, batch):
+        chunk = rows[start : start + batch]
+        ids = np.full((batch, max(map(len, chunk))), pad_id, dtype=np.int64)
+        for i, row in enumerate(chunk):
+            ids[i, : len(row)] = row
+        batches.append((ids, np.array([len(r) for r in chunk], dtype=np.int64)))
+    engine.embed(*batches[0])
+    done, began, i = 0, time.perf_counter(), 0
+    while time.perf_counter() - began < seconds:
+        engine.embed(*batches[i % len(batches)])
+        done, i = done + batch, i + 1
+    return done / (time.perf_counter() - began)
+
+
+# served: a real server and a light keep-alive load generator
+
+
+class Server:
+    """`python -m service` on a free loopback port, with extra flags."""
+
+    def __init__(self, bundle: Path, port: int, flags: list[str]) -> None:
+        self.url = f"http://127.0.0.1:{port}"
+        self.port = port
+        command = [sys.executable, "-m", "service", "--bundle", str(bundle), "--port", str(port)]
+        command += ["--log-level", "warning", *flags]
+        self.proc = subprocess.Popen(command, cwd=REPO_ROOT)
+        end = time.monotonic() + 120
+        while time.monotonic() < end:
+            if self.proc.poll() is not None:
+                raise SystemExit(f"server exited with {self.proc.returncode}")
+            try:
+                if httpx.get(f"{self.url}/ready", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise SystemExit("server did not become ready")
+
+    def info(self) -> dict:
+        """The server's /info."""
+        return httpx.get(f"{self.url}/info").json()
+
+    def stop(self) -> None:
+        """SIGTERM and wait."""
+        self.proc.terminate()
+        self.proc.wait(60)
+
+
+@dataclass
+class LoadResult:
+    """Sentences per second answered 200, per-request latencies, and failures."""
+
+    throughput: float
+    latencies: list[float]
+    errors: int
+
+
+async def run_load(
+    port: int, bodies: list[tuple[bytes, int]], clients: int, seconds: float
+) -> LoadResult:
+    """`clients` keep-alive connections posting `bodies` to /embed in turn for `seconds`."""
+    stop_at = time.perf_counter() + seconds
+    latencies: list[float] = []
+    counts = [0, 0]  # sentences answered, errors
+    began = time.perf_counter()
+    await asyncio.gather(
+        *(_client(port, bodies, k, clients, stop_at, latencies, counts) for k in range(clients))
+    )
+    elapsed = time.perf_counter() - began
+    return LoadResult(counts[0] / elapsed, latencies, counts[1])
+
+
+async def _client(
+    port: int,
+    bodies: list[tuple[bytes, int]],
+    first: int,
+    step: int,
+    stop_at: float,
+    latencies: list[float],
+    counts: list[int],
+) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    i = first
+    while time.perf_counter() < stop_at:
+        request, sentences = bodies[i % len(bodies)]
+        i += step
+        sent = time.perf_counter()
+        writer.write(request)
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = CONTENT_LENGTH.search(head)
+        await reader.readexactly(int(length.group(1)) if length else 0)
+        latencies.append(time.perf_counter() - sent)
+        if head[9:12] == b"200":
+            counts[0] += sentences
+        else:
+            counts[1] += 1
+    writer.close()
+
+
+def request_bodies(sentences: list[str], per_request: int) -> list[tuple[bytes, int]]:
+    """Pre-built HTTP/1.1 requests to /embed with `per_request` sentences each."""
+    bodies = []
+    for start in range(0, len(sentences) - per_request + 1, per_request):
+        body = json.dumps({"inputs": sentences[start : start + per_request]}).encode()
+        head = (
+            "POST /embed HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        )
+        bodies.append((head.encode() + body, per_request))
+    return bodies
+
+
+# the run
+
+
+def free_port() -> int:
+    """A TCP port free on loopback now."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The q-th percentile of `values`, in milliseconds."""
+    return float(np.percentile(np.array(values), q) * 1000)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.serve", description=__doc__)
+    parser.add_argument("--bundle", type=Path, default=DEFAULT_BUNDLE)
+    parser.add_argument("--provider", default="cpu", choices=["auto", "cuda", "cpu"])
+    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--per-request", type=int, default=1, help="sentences per request")
+    parser.add_argument("--seconds", type=float, default=5.0, help="length of one measurement")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=None, help="intra-op threads (both sides)")
+    parser.add_argument("--no-naive", action="store_true", help="skip the naive floor")
+    parser.add_argument("--out", type=Path, default=None, help="also write the figures as JSON")
+    parser.add_argument("server_flags", nargs="*", help="extra `python -m service` flags (after --)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run every measurement and print the table."""
+    args = parse_args(argv)
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    sentences = load_sentences()
+    bundle = load_bundle(args.bundle)
+    threads = args.threads if args.threads is not None else _default_threads()
+    engine = Engine(bundle, provider=args.provider, intra_op_threads=threads)
+    tokenizer = TextTokenizer(bundle.files["tokenizer"], bundle.max_tokens)
+    rows = tokenizer.encode(sentences).ids
+    print(f"bundle {bundle.name} {bundle.version} (dim {bundle.dim}) on {engine.provider}, "
+          f"{len(sentences)} sentences, mean {np.mean([len(r) for r in rows]):.1f} tokens")
+
+    sweep = {b: raw_throughput(engine, rows, tokenizer.pad_id, b, 1.5) for b in BATCH_SIZES}
+    best = max(sweep, key=sweep.__getitem__)
+    print("raw sweep (sentences/s): " + ", ".join(f"{b}: {v:.0f}" for b, v in sweep.items()))
+
+    common = ["--provider", args.provider, "--intra-op-threads", str(threads), *args.server_flags]
+    served = Server(args.bundle, free_port(), common)
+    bodies = request_bodies(sentences, args.per_request)
+    asyncio.run(run_load(served.port, bodies, args.clients, 1.0))  # warm the server
+    raw_runs, served_runs = [], []
+    for _ in range(args.rounds):
+        raw_runs.append(raw_throughput(engine, rows, tokenizer.pad_id, best, args.seconds))
+        served_runs.append(asyncio.run(run_load(served.port, bodies, args.clients, args.seconds)))
+    single = request_bodies(sentences, 1)
+    low = asyncio.run(run_load(served.port, single, 1, args.seconds))
+    served_info = served.info()
+    served.stop()
+
+    naive = None
+    if not args.no_naive:
+        flags = [*common, "--max-batch-rows", "1", "--max-wait-ms", "0"]
+        floor = Server(args.bundle, free_port(), flags)
+        asyncio.run(run_load(floor.port, bodies, args.clients, 1.0))
+        naive = asyncio.run(run_load(floor.port, bodies, args.clients, args.seconds))
+        floor.stop()
+
+    report(args, engine, threads, best, raw_runs, served_runs, naive, low, served_info)
+
+
+def _default_threads() -> int:
+    from service.settings import Settings
+
+    return Settings.model_fields["intra_op_threads"].default
+
+
+def report(args, engine, threads, best, raw_runs, served_runs, naive, low, info) -> None:  # noqa: ANN001, PLR0913
+    """Print the table (and write JSON with --out)."""
+    raw = statistics.median(raw_runs)
+    served = statistics.median(r.throughput for r in served_runs)
+    errors = sum(r.errors for r in served_runs)
+    latencies = [x for r in served_runs for x in r.latencies]
+    figures = {
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}",
+        "provider": engine.provider,
+        "intra_op_threads": threads,
+        "clients": args.clients,
+        "sentences_per_request": args.per_request,
+        "raw_best_batch": best,
+        "raw_sentences_per_s": round(raw, 1),
+        "served_sentences_per_s": round(served, 1),
+        "served_over_raw": round(served / raw, 3),
+        "served_p50_ms_at_saturation": round(percentile(latencies, 50), 2),
+        "served_p99_ms_at_saturation": round(percentile(latencies, 99), 2),
+        "served_errors": errors,
+        "naive_sentences_per_s": round(naive.throughput, 1) if naive else None,
+        "naive_over_raw": round(naive.throughput / raw, 3) if naive else None,
+        "low_load_p50_ms": round(percentile(low.latencies, 50), 2),
+        "low_load_p99_ms": round(percentile(low.latencies, 99), 2),
+        "rounds": args.rounds,
+        "seconds_per_measurement": args.seconds,
+        "raw_runs": [round(x, 1) for x in raw_runs],
+        "served_runs": [round(r.throughput, 1) for r in served_runs],
+        "server_limits": info.get("limits", {}),
+    }
+    rows = [
+        ("raw encoder, in-process, batch %d" % best, raw, 1.0),
+        (f"served, {args.clients} clients × {args.per_request} sentence(s)", served, served / raw),
+    ]
+    if naive:
+        rows.append(("naive: one input per inference", naive.throughput, naive.throughput / raw))
+    print(f"\n{'':44} {'sentences/s':>12} {'× raw':>7}")
+    for name, value, ratio in rows:
+        print(f"{name:44} {value:12.0f} {ratio:7.2f}")
+    print(
+        f"\nserved latency at saturation: p50 {figures['served_p50_ms_at_saturation']} ms, "
+        f"p99 {figures['served_p99_ms_at_saturation']} ms; errors {errors}"
+    )
+    print(
+        f"latency at low load (1 client, 1 sentence): p50 {figures['low_load_p50_ms']} ms, "
+        f"p99 {figures['low_load_p99_ms']} ms"
+    )
+    print(f"medians of {args.rounds} alternating rounds of {args.seconds:g} s; "
+          f"raw {figures['raw_runs']}, served {figures['served_runs']}")
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(figures, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
