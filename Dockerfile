@@ -49,9 +49,13 @@ RUN --mount=type=bind,from=wheelhouse,target=/wheelhouse \
 # ---------------------------------------------------------------------------------------------
 # Runtime: non-root, read-only friendly (no bytecode written at run time), bundle baked in.
 FROM python-base AS runtime
-ARG UID=10001
-RUN groupadd --system --gid "${UID}" gensen \
-    && useradd --system --uid "${UID}" --gid "${UID}" --no-create-home \
+LABEL org.opencontainers.image.title="gensen" \
+      org.opencontainers.image.description="GenSen sentence embeddings from ONNX Runtime behind a dynamic-batching REST API" \
+      org.opencontainers.image.licenses="Apache-2.0"
+# The user id of the service (APP_UID, not UID, which is a special variable of bash).
+ARG APP_UID=10001
+RUN groupadd --system --gid "${APP_UID}" gensen \
+    && useradd --system --uid "${APP_UID}" --gid "${APP_UID}" --no-create-home \
         --home-dir /nonexistent --shell /usr/sbin/nologin gensen
 
 COPY --from=builder /opt/venv /opt/venv
@@ -71,7 +75,7 @@ ENV PATH=/opt/venv/bin:${PATH} \
     GENSEN_HOST=0.0.0.0 \
     GENSEN_PORT=8080
 
-USER ${UID}:${UID}
+USER ${APP_UID}:${APP_UID}
 EXPOSE 8080
 STOPSIGNAL SIGTERM
 HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \

@@ -166,6 +166,10 @@ podman build --format docker --network host --layers \
 log "build $IMAGE: $(since "$T") s ($(podman image inspect --format '{{.Size}}' "$IMAGE" \
     | awk '{ printf "%.0f MB", $1 / 1e6 }'))"
 
+# The image takes the flags of `python -m service` after its name.
+podman run --rm --network none "$IMAGE" --help 2>/dev/null | grep -q -- '--bundle' \
+    || fail "\`$IMAGE --help\` does not list the flags of python -m service"
+
 # ---- run as Kubernetes would -----------------------------------------------------------------
 PORT="$("$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 run_args=(--detach --name "$NAME" --network host
