@@ -158,11 +158,17 @@ fi
 
 # ---- build -----------------------------------------------------------------------------------
 T="$(now)"
+previous="$(podman image inspect --format '{{.Id}}' "$IMAGE" 2>/dev/null || true)"
 podman build --format docker --network host --layers \
     --build-arg BASE_IMAGE="$BASE_IMAGE" --build-arg PIP_NO_INDEX=1 \
     --build-context wheelhouse="$WORK/wheelhouse" \
     -t "$IMAGE" -f "$CONTEXT/Dockerfile" "$CONTEXT" >"$WORK/build.log" 2>&1 \
     || { tail -n 40 "$WORK/build.log" >&2; fail "image build failed"; }
+# The image this tag named before is garbage now: remove it so that runs do not pile up images.
+current="$(podman image inspect --format '{{.Id}}' "$IMAGE")"
+if [[ -n "$previous" && "$previous" != "$current" ]]; then
+    podman rmi "$previous" >/dev/null 2>&1 || true
+fi
 log "build $IMAGE: $(since "$T") s ($(podman image inspect --format '{{.Size}}' "$IMAGE" \
     | awk '{ printf "%.0f MB", $1 / 1e6 }'))"
 
