@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
 import random
 import re
+import socket
 import statistics
 import subprocess
 import sys
@@ -33,7 +35,7 @@ import numpy as np
 
 from service.bundle import load_bundle
 from service.engine import Engine
-from service.settings import DEFAULT_BUNDLE, REPO_ROOT
+from service.settings import DEFAULT_BUNDLE, REPO_ROOT, Settings
 from service.tokenization import TextTokenizer
 
 STSB_DEV = Path(os.environ.get("GENSEN_DATA", "/work/shared/data")) / "sts/stsb/sts-dev.csv"
@@ -94,11 +96,9 @@ class Server:
         while time.monotonic() < end:
             if self.proc.poll() is not None:
                 raise SystemExit(f"server exited with {self.proc.returncode}")
-            try:
+            with contextlib.suppress(httpx.HTTPError):
                 if httpx.get(f"{self.url}/ready", timeout=1).status_code == 200:
                     return
-            except httpx.HTTPError:
-                pass
             time.sleep(0.2)
         raise SystemExit("server did not become ready")
 
@@ -181,8 +181,6 @@ def request_bodies(sentences: list[str], per_request: int) -> list[tuple[bytes, 
 
 def free_port() -> int:
     """A TCP port free on loopback now."""
-    import socket
-
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -204,113 +202,150 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=None, help="intra-op threads (both sides)")
     parser.add_argument("--no-naive", action="store_true", help="skip the naive floor")
     parser.add_argument("--out", type=Path, default=None, help="also write the figures as JSON")
-    parser.add_argument("server_flags", nargs="*", help="extra `python -m service` flags (after --)")
+    parser.add_argument(
+        "server_flags", nargs="*", help="extra `python -m service` flags (after --)"
+    )
     return parser.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Run every measurement and print the table."""
-    args = parse_args(argv)
-    try:
-        import uvloop
+@dataclass
+class Figures:
+    """Everything one run measured."""
 
-        uvloop.install()
-    except ImportError:
-        pass
+    args: argparse.Namespace
+    provider: str
+    threads: int
+    best_batch: int
+    sweep: dict[int, float]
+    raw_runs: list[float]
+    served_runs: list[LoadResult]
+    low_load: LoadResult
+    naive: LoadResult | None
+    limits: dict
+
+    def summary(self) -> dict:
+        """The figures as a flat dictionary (medians, ratios, latencies in ms)."""
+        raw = statistics.median(self.raw_runs)
+        served = statistics.median(r.throughput for r in self.served_runs)
+        saturated = [x for r in self.served_runs for x in r.latencies]
+        naive = self.naive.throughput if self.naive else None
+        return {
+            "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}",
+            "provider": self.provider,
+            "intra_op_threads": self.threads,
+            "clients": self.args.clients,
+            "sentences_per_request": self.args.per_request,
+            "raw_sweep": {str(b): round(v, 1) for b, v in self.sweep.items()},
+            "raw_best_batch": self.best_batch,
+            "raw_sentences_per_s": round(raw, 1),
+            "served_sentences_per_s": round(served, 1),
+            "served_over_raw": round(served / raw, 3),
+            "served_p50_ms": round(percentile(saturated, 50), 2),
+            "served_p99_ms": round(percentile(saturated, 99), 2),
+            "served_errors": sum(r.errors for r in self.served_runs),
+            "naive_sentences_per_s": round(naive, 1) if naive else None,
+            "naive_over_raw": round(naive / raw, 3) if naive else None,
+            "low_load_p50_ms": round(percentile(self.low_load.latencies, 50), 2),
+            "low_load_p99_ms": round(percentile(self.low_load.latencies, 99), 2),
+            "raw_runs": [round(x, 1) for x in self.raw_runs],
+            "served_runs": [round(r.throughput, 1) for r in self.served_runs],
+            "rounds": self.args.rounds,
+            "seconds_per_measurement": self.args.seconds,
+            "server_limits": self.limits,
+        }
+
+
+def measure(args: argparse.Namespace) -> Figures:
+    """Raw sweep, then alternating raw and served rounds, low-load latency, the naive floor."""
     sentences = load_sentences()
     bundle = load_bundle(args.bundle)
     threads = args.threads if args.threads is not None else _default_threads()
     engine = Engine(bundle, provider=args.provider, intra_op_threads=threads)
     tokenizer = TextTokenizer(bundle.files["tokenizer"], bundle.max_tokens)
     rows = tokenizer.encode(sentences).ids
-    print(f"bundle {bundle.name} {bundle.version} (dim {bundle.dim}) on {engine.provider}, "
-          f"{len(sentences)} sentences, mean {np.mean([len(r) for r in rows]):.1f} tokens")
-
+    print(
+        f"bundle {bundle.name} {bundle.version} (dim {bundle.dim}) on {engine.provider}; "
+        f"{len(sentences)} sentences, {np.mean([len(r) for r in rows]):.1f} tokens on average"
+    )
     sweep = {b: raw_throughput(engine, rows, tokenizer.pad_id, b, 1.5) for b in BATCH_SIZES}
     best = max(sweep, key=sweep.__getitem__)
-    print("raw sweep (sentences/s): " + ", ".join(f"{b}: {v:.0f}" for b, v in sweep.items()))
+    print(
+        "raw sweep (sentences/s by batch): " + ", ".join(f"{b}: {v:.0f}" for b, v in sweep.items())
+    )
 
-    common = ["--provider", args.provider, "--intra-op-threads", str(threads), *args.server_flags]
-    served = Server(args.bundle, free_port(), common)
+    flags = ["--provider", args.provider, "--intra-op-threads", str(threads), *args.server_flags]
     bodies = request_bodies(sentences, args.per_request)
-    asyncio.run(run_load(served.port, bodies, args.clients, 1.0))  # warm the server
+    server = Server(args.bundle, free_port(), flags)
+    asyncio.run(run_load(server.port, bodies, args.clients, 1.0))  # warm up
     raw_runs, served_runs = [], []
     for _ in range(args.rounds):
         raw_runs.append(raw_throughput(engine, rows, tokenizer.pad_id, best, args.seconds))
-        served_runs.append(asyncio.run(run_load(served.port, bodies, args.clients, args.seconds)))
-    single = request_bodies(sentences, 1)
-    low = asyncio.run(run_load(served.port, single, 1, args.seconds))
-    served_info = served.info()
-    served.stop()
+        served_runs.append(asyncio.run(run_load(server.port, bodies, args.clients, args.seconds)))
+    low = asyncio.run(run_load(server.port, request_bodies(sentences, 1), 1, args.seconds))
+    limits = server.info().get("limits", {})
+    server.stop()
 
     naive = None
     if not args.no_naive:
-        flags = [*common, "--max-batch-rows", "1", "--max-wait-ms", "0"]
-        floor = Server(args.bundle, free_port(), flags)
+        floor = Server(args.bundle, free_port(), [*flags, "--max-batch-rows", "1"])
         asyncio.run(run_load(floor.port, bodies, args.clients, 1.0))
         naive = asyncio.run(run_load(floor.port, bodies, args.clients, args.seconds))
         floor.stop()
+    return Figures(
+        args, engine.provider, threads, best, sweep, raw_runs, served_runs, low, naive, limits
+    )
 
-    report(args, engine, threads, best, raw_runs, served_runs, naive, low, served_info)
+
+def report(figures: Figures) -> None:
+    """Print the table."""
+    f = figures.summary()
+    per = f["sentences_per_request"]
+    lines = [
+        (f"raw encoder in-process, batch {f['raw_best_batch']}", f["raw_sentences_per_s"], 1.0),
+        (
+            f"served, {f['clients']} clients x {per} sentence(s)",
+            f["served_sentences_per_s"],
+            f["served_over_raw"],
+        ),
+    ]
+    if f["naive_sentences_per_s"]:
+        lines.append(
+            ("naive: one input per inference", f["naive_sentences_per_s"], f["naive_over_raw"])
+        )
+    print(f"\n{'':46} {'sentences/s':>12} {'x raw':>7}")
+    for name, value, ratio in lines:
+        print(f"{name:46} {value:12.0f} {ratio:7.2f}")
+    print(
+        f"\nserved at saturation: p50 {f['served_p50_ms']} ms, p99 {f['served_p99_ms']} ms, "
+        f"errors {f['served_errors']}"
+    )
+    print(
+        f"low load (1 client, 1 sentence): p50 {f['low_load_p50_ms']} ms, "
+        f"p99 {f['low_load_p99_ms']} ms"
+    )
+    print(
+        f"medians of {f['rounds']} alternating rounds of {f['seconds_per_measurement']:g} s: "
+        f"raw {f['raw_runs']}, served {f['served_runs']}; {f['provider']}, "
+        f"{f['intra_op_threads']} intra-op thread(s), {f['machine']}"
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Measure, print, and write JSON when asked."""
+    args = parse_args(argv)
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        uvloop.install()
+    figures = measure(args)
+    report(figures)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(figures.summary(), indent=2) + "\n")
 
 
 def _default_threads() -> int:
-    from service.settings import Settings
-
-    return Settings.model_fields["intra_op_threads"].default
-
-
-def report(args, engine, threads, best, raw_runs, served_runs, naive, low, info) -> None:  # noqa: ANN001, PLR0913
-    """Print the table (and write JSON with --out)."""
-    raw = statistics.median(raw_runs)
-    served = statistics.median(r.throughput for r in served_runs)
-    errors = sum(r.errors for r in served_runs)
-    latencies = [x for r in served_runs for x in r.latencies]
-    figures = {
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}",
-        "provider": engine.provider,
-        "intra_op_threads": threads,
-        "clients": args.clients,
-        "sentences_per_request": args.per_request,
-        "raw_best_batch": best,
-        "raw_sentences_per_s": round(raw, 1),
-        "served_sentences_per_s": round(served, 1),
-        "served_over_raw": round(served / raw, 3),
-        "served_p50_ms_at_saturation": round(percentile(latencies, 50), 2),
-        "served_p99_ms_at_saturation": round(percentile(latencies, 99), 2),
-        "served_errors": errors,
-        "naive_sentences_per_s": round(naive.throughput, 1) if naive else None,
-        "naive_over_raw": round(naive.throughput / raw, 3) if naive else None,
-        "low_load_p50_ms": round(percentile(low.latencies, 50), 2),
-        "low_load_p99_ms": round(percentile(low.latencies, 99), 2),
-        "rounds": args.rounds,
-        "seconds_per_measurement": args.seconds,
-        "raw_runs": [round(x, 1) for x in raw_runs],
-        "served_runs": [round(r.throughput, 1) for r in served_runs],
-        "server_limits": info.get("limits", {}),
-    }
-    rows = [
-        ("raw encoder, in-process, batch %d" % best, raw, 1.0),
-        (f"served, {args.clients} clients × {args.per_request} sentence(s)", served, served / raw),
-    ]
-    if naive:
-        rows.append(("naive: one input per inference", naive.throughput, naive.throughput / raw))
-    print(f"\n{'':44} {'sentences/s':>12} {'× raw':>7}")
-    for name, value, ratio in rows:
-        print(f"{name:44} {value:12.0f} {ratio:7.2f}")
-    print(
-        f"\nserved latency at saturation: p50 {figures['served_p50_ms_at_saturation']} ms, "
-        f"p99 {figures['served_p99_ms_at_saturation']} ms; errors {errors}"
-    )
-    print(
-        f"latency at low load (1 client, 1 sentence): p50 {figures['low_load_p50_ms']} ms, "
-        f"p99 {figures['low_load_p99_ms']} ms"
-    )
-    print(f"medians of {args.rounds} alternating rounds of {args.seconds:g} s; "
-          f"raw {figures['raw_runs']}, served {figures['served_runs']}")
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(figures, indent=2) + "\n")
+    return int(Settings.model_fields["intra_op_threads"].default)
 
 
 if __name__ == "__main__":

@@ -1,12 +1,13 @@
 """The dynamic batcher: one worker thread owns the queue and the encoder session.
 
-Requests (jobs) arrive as rows of token ids. The worker waits at most `max_wait_s` after the
-oldest queued row for more work, then forms a batch around that oldest row from rows of similar
-length (padding is paid in full by a recurrent encoder) within a padded-token budget
-(longest × rows) and a row cap, runs it, and hands each job its rows; a large job is spread over
-several batches and reassembled in order. Admission is bounded: past `queue_capacity` queued rows
-`submit` raises Overloaded at once. Jobs past their deadline or cancelled are dropped before
-inference. Shaped after text-embeddings-inference's `queue.rs`.
+Requests (jobs) arrive as rows of token ids. When requests come often (their average gap is
+under `max_wait_s`) the worker waits at most `max_wait_s` after the oldest queued row for more
+work; at low load it does not wait. Then it forms a batch around that oldest row from rows of
+similar length (padding is paid in full by a recurrent encoder) within a padded-token budget
+(longest × rows) and a row cap, runs it, and hands each job its rows; a large job is spread
+over several batches and reassembled in order. Admission is bounded: past `queue_capacity`
+queued rows `submit` raises Overloaded at once. Jobs past their deadline or cancelled are
+dropped before inference. Shaped after text-embeddings-inference's `queue.rs`.
 """
 
 from __future__ import annotations
@@ -136,6 +137,8 @@ class Batcher:
         self._admitting = False
         self._stopping = False
         self._rows_per_s = 0.0
+        self._last_arrival = 0.0
+        self._arrival_gap = 0.0  # moving average of the time between submits
         self._thread = threading.Thread(target=self._work, name="gensen-batcher", daemon=True)
 
     # event-loop side
@@ -173,6 +176,7 @@ class Batcher:
                 raise Overloaded(
                     f"queue full ({self._queued} inputs waiting)", retry_after=self._retry_after()
                 )
+            self._note_arrival(job.enqueued)
             self._queue.extend(_Row(job, i, len(row)) for i, row in enumerate(rows))
             self._queued += job.pending
             self._queued_tokens += job.pending_tokens
@@ -231,7 +235,7 @@ class Batcher:
                     self._cond.wait()
                     continue
                 wait = self._oldest_enqueued() + self._limits.max_wait_s - time.monotonic()
-                if wait > 0 and not self._batch_is_full():
+                if wait > 0 and self._more_is_coming() and not self._batch_is_full():
                     self._cond.wait(wait)
                     continue
                 batch = self._take()
@@ -243,6 +247,16 @@ class Batcher:
             if not row.job.closed:
                 return row.job.enqueued
         return time.monotonic()
+
+    def _note_arrival(self, now: float) -> None:
+        if self._last_arrival:
+            gap = now - self._last_arrival
+            self._arrival_gap = 0.7 * self._arrival_gap + 0.3 * gap
+        self._last_arrival = now
+
+    def _more_is_coming(self) -> bool:
+        """Whether requests arrive often enough for waiting to gather more (not at low load)."""
+        return self._arrival_gap < self._limits.max_wait_s
 
     def _batch_is_full(self) -> bool:
         limits = self._limits

@@ -255,3 +255,16 @@ async def test_engine_failure_fails_the_batch_and_the_worker_goes_on() -> None:
         batcher.stop()
     np.testing.assert_array_equal(got, expected([[1, 2]]))
     assert batcher.unfinished == 0
+
+
+async def test_no_wait_at_low_load(engine: FakeEngine) -> None:
+    batcher = started(engine, max_batch_rows=64, max_wait_s=0.2)
+    try:
+        for _ in range(6):  # requests 0.3 s apart: no one to wait for
+            await asyncio.sleep(0.3)
+            start = time.monotonic()
+            await batcher.submit([[1, 2]], FAR).future
+            waited = time.monotonic() - start
+    finally:
+        batcher.stop()
+    assert waited < 0.1
