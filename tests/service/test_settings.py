@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from service.settings import DEFAULT_BUNDLE, Settings, settings_from_cli
+from service.settings import DEFAULT_BUNDLE, REPO_ROOT, Settings, settings_from_cli
 
 
 def test_defaults_serve_the_bundled_model_locally(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -61,3 +61,10 @@ def test_bad_values_are_refused() -> None:
         Settings(provider="tpu")  # type: ignore[arg-type]
     with pytest.raises(ValidationError, match="queue_capacity"):
         Settings(queue_capacity=10, max_inputs=8)
+
+
+def test_the_readme_lists_every_setting() -> None:
+    readme = (REPO_ROOT / "README.md").read_text()
+    for name in Settings.model_fields:
+        assert f"`--{name.replace('_', '-')}`" in readme, name
+        assert f"`GENSEN_{name.upper()}`" in readme, name
