@@ -11,7 +11,7 @@ import base64
 import numpy as np
 from fastapi import APIRouter, Request, Response
 
-from service.errors import INFERENCE_ERRORS, ModelNotFound, error_responses
+from service.errors import INFERENCE_ERRORS, InvalidInput, ModelNotFound, error_responses
 from service.heads import truncate_dims
 from service.routes.deps import json_body, json_response, read_body, runtime_of
 from service.schemas import OpenAIEmbeddingRequest, OpenAIEmbeddingResponse, OpenAIModelList
@@ -35,6 +35,10 @@ async def create_embeddings(request: Request) -> Response:
         raise ModelNotFound(
             f"model {body.model!r} is not served here; this service serves {runtime.model_name!r}",
             param="model",
+        )
+    if body.dimensions is not None and body.dimensions > runtime.bundle.dim:
+        raise InvalidInput(
+            f"dimensions: at most {runtime.bundle.dim}, the model's dimension", param="dimensions"
         )
     texts = [body.input] if isinstance(body.input, str) else body.input
     result = await runtime.embedder.embed(texts, param="input", disconnected=request.receive)

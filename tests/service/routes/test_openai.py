@@ -61,6 +61,7 @@ async def test_model_may_be_left_out(client: httpx.AsyncClient) -> None:
         ({"input": "a", "model": "text-embedding-3-small"}, 404, "model_not_found", "model"),
         ({"input": "a", "encoding_format": "int8"}, 422, "invalid_value", "encoding_format"),
         ({"input": "a", "dimensions": 0}, 422, "invalid_value", "dimensions"),
+        ({"input": "a", "dimensions": 33}, 422, "invalid_value", "dimensions"),
         ({"input": [[1, 2, 3]]}, 422, "invalid_value", "input"),
         ({"input": [1, 2, 3]}, 422, "invalid_value", "input"),
         ({"model": MODEL}, 422, "invalid_value", "input"),
