@@ -6,6 +6,7 @@ Each app gets its own registry, so that several apps (tests) never collide.
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -111,6 +112,7 @@ class MetricsMiddleware:
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
         self.metrics = metrics
+        self._children: dict[tuple[str, int], tuple[Any, Any]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Pass the request on, then record it (routes unknown to the app count as `unmatched`)."""
@@ -129,8 +131,20 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, send_status)
         finally:
-            route = scope.get("route")
-            name = getattr(route, "path", "unmatched")
-            labels = {"route": name, "status": str(status)}
-            self.metrics.requests.labels(**labels).inc()
-            self.metrics.request_seconds.labels(**labels).observe(time.perf_counter() - start)
+            route = getattr(scope.get("route"), "path", "unmatched")
+            counter, histogram = self._series(route, status)
+            counter.inc()
+            histogram.observe(time.perf_counter() - start)
+
+    def _series(self, route: str, status: int) -> tuple[Any, Any]:
+        """The counter and histogram children of (route, status), looked up once."""
+        key = (route, status)
+        series = self._children.get(key)
+        if series is None:
+            labels = {"route": route, "status": str(status)}
+            series = (
+                self.metrics.requests.labels(**labels),
+                self.metrics.request_seconds.labels(**labels),
+            )
+            self._children[key] = series
+        return series
