@@ -59,8 +59,11 @@ def build_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         try:
             runtime = await asyncio.to_thread(Runtime.start, settings, metrics)
-        except (BundleError, EngineError) as exc:
+        except BundleError as exc:
             log.error("cannot serve the bundle", extra={"reason": str(exc)})
+            raise
+        except EngineError as exc:
+            log.error("cannot start the engine", extra={"reason": str(exc)})
             raise
         app.state.runtime = runtime
         try:
