@@ -57,4 +57,4 @@ def kustomize_build() -> list[str]:
     kustomize = find_tool("kustomize")
     if kustomize:
         return [kustomize, "build"]
-    pytest.skip("neither kubectl nor kustomize is installed")
+    pytest.skip("neither kubectl (which embeds kustomize) nor kustomize is installed")
