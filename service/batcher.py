@@ -2,12 +2,12 @@
 
 Requests (jobs) arrive as rows of token ids. When requests come often (their average gap is
 under `max_wait_s`) the worker waits at most `max_wait_s` after the oldest queued row for more
-work; at low load it does not wait. Then it forms a batch around that oldest row from rows of
-similar length (padding is paid in full by a recurrent encoder) within a padded-token budget
-(longest × rows) and a row cap, runs it, and hands each job its rows; a large job is spread
-over several batches and reassembled in order. Admission is bounded: past `queue_capacity`
-queued rows `submit` raises Overloaded at once. Jobs past their deadline or cancelled are
-dropped before inference. Shaped after text-embeddings-inference's `queue.rs`.
+work; at low load it does not wait. Then it takes a batch holding that oldest row, from rows of
+similar length (a recurrent encoder pays for padding in full; see `service.planner`), within a
+padded-token budget (longest × rows) and a row cap, runs it, and hands each job its rows; a
+large job is spread over several batches and reassembled in order. Admission is bounded: past
+`queue_capacity` queued rows `submit` raises Overloaded at once. Jobs past their deadline or
+cancelled are dropped before inference. Shaped after text-embeddings-inference's `queue.rs`.
 """
 
 from __future__ import annotations
@@ -15,30 +15,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from service.errors import DeadlineExceeded, InferenceFailed, NotReady, Overloaded
+from service.planner import Backend, plan_batch
 
 if TYPE_CHECKING:
     from service.metrics import Metrics
 
 log = logging.getLogger("service.batcher")
 WINDOW_BATCHES = 4  # batches are planned from the oldest WINDOW_BATCHES × max_batch_rows rows
-
-
-class Backend(Protocol):
-    """What the batcher needs of an engine."""
-
-    def embed(self, input_ids: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-        """Embeddings [rows, dim] of a padded batch."""
-        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +41,7 @@ class BatchLimits:
     max_batch_rows: int = 64
     max_wait_s: float = 0.002
     queue_capacity: int = 4096
+    step_cost: float = 4.0  # per-step overhead of the encoder, in rows (see service.planner)
 
 
 class Job:
@@ -89,32 +82,6 @@ class _Row:
     length: int
 
 
-def plan_batch(lengths: Sequence[int], batch_tokens: int, max_rows: int) -> list[int]:
-    """Indices of the rows to batch: always row 0 (the oldest), then neighbours in length order.
-
-    The batch grows one row at a time, from the rows sorted by length, on the side that adds
-    the least padding, while longest × rows stays within `batch_tokens` and rows within `max_rows`.
-    """
-    order = sorted(range(len(lengths)), key=lengths.__getitem__)
-    lo = hi = order.index(0)
-    longest = lengths[0]
-    while hi - lo + 1 < max_rows:
-        size = hi - lo + 2
-        left = right = math.inf
-        if lo > 0 and longest * size <= batch_tokens:
-            left = longest - lengths[order[lo - 1]]
-        if hi + 1 < len(order) and lengths[order[hi + 1]] * size <= batch_tokens:
-            right = (lengths[order[hi + 1]] - longest) * (size - 1)
-        if left == right == math.inf:
-            break
-        if left < right:
-            lo -= 1
-        else:
-            hi += 1
-            longest = lengths[order[hi]]
-    return sorted(order[lo : hi + 1])
-
-
 class Batcher:
     """Queue plus worker thread around one backend session."""
 
@@ -147,6 +114,11 @@ class Batcher:
         """Start the worker thread and admit work."""
         self._admitting = True
         self._thread.start()
+
+    @property
+    def limits(self) -> BatchLimits:
+        """The limits the batcher was built with."""
+        return self._limits
 
     @property
     def alive(self) -> bool:
@@ -282,8 +254,12 @@ class Batcher:
             del self._queue[:scanned]
             self._observe_depth()
             return []
+        limits = self._limits
         picked = plan_batch(
-            [row.length for row in live], self._limits.batch_tokens, self._limits.max_batch_rows
+            [row.length for row in live],
+            limits.batch_tokens,
+            limits.max_batch_rows,
+            limits.step_cost,
         )
         chosen = set(picked)
         self._queue[:scanned] = [row for i, row in enumerate(live) if i not in chosen]

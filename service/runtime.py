@@ -23,6 +23,7 @@ from service.embedder import Embedder, RequestLimits
 from service.engine import Engine, runtime_version
 from service.heads import PairHeads
 from service.metrics import Metrics
+from service.planner import measure_step_cost
 from service.settings import Settings
 from service.tokenization import TextTokenizer
 
@@ -56,12 +57,15 @@ class Runtime:
         engine = Engine(
             bundle, provider=settings.provider, intra_op_threads=settings.intra_op_threads
         )
-        engine.warm_up(tokenizer.encode(WARM_UP_TEXTS).ids, tokenizer.pad_id)
+        sample = tokenizer.encode(WARM_UP_TEXTS).ids
+        engine.warm_up(sample, tokenizer.pad_id)
+        step_cost = measure_step_cost(engine, token=sample[-1][0])
         limits = BatchLimits(
             batch_tokens=settings.batch_tokens,
             max_batch_rows=settings.max_batch_rows,
             max_wait_s=settings.max_wait_ms / 1000,
             queue_capacity=settings.queue_capacity,
+            step_cost=step_cost,
         )
         batcher = Batcher(engine, tokenizer.pad_id, limits, metrics)
         request_limits = RequestLimits(
@@ -91,6 +95,7 @@ class Runtime:
                 "version": bundle.version,
                 "provider": engine.provider,
                 "dim": bundle.dim,
+                "step_cost_rows": round(step_cost, 2),
                 "startup_s": round(time.perf_counter() - began, 3),
             },
         )
@@ -131,6 +136,7 @@ class Runtime:
                 "max_wait_ms": s.max_wait_ms,
                 "queue_capacity": s.queue_capacity,
                 "request_timeout_s": s.request_timeout_s,
+                "step_cost_rows": round(self.batcher.limits.step_cost, 2),
             },
             "versions": {
                 "service": __version__,

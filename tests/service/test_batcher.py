@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 
-from service.batcher import Batcher, BatchLimits, plan_batch
+from service.batcher import Batcher, BatchLimits
 from service.errors import DeadlineExceeded, InferenceFailed, NotReady, Overloaded
 
 pytestmark = pytest.mark.anyio
@@ -65,31 +65,6 @@ def started(engine: FakeEngine, **limits: float) -> Batcher:
     batcher = Batcher(engine, PAD, BatchLimits(**limits))  # type: ignore[arg-type]
     batcher.start()
     return batcher
-
-
-# plan_batch: which rows make a batch
-
-
-def test_plan_keeps_the_oldest_row_and_groups_by_length() -> None:
-    lengths = [10, 2, 11, 30, 9, 3, 10]
-    picked = plan_batch(lengths, batch_tokens=10_000, max_rows=4)
-    assert 0 in picked
-    assert sorted(lengths[i] for i in picked) == [9, 10, 10, 11]
-
-
-def test_plan_respects_budget_and_row_cap() -> None:
-    rng = random.Random(1)
-    for _ in range(200):
-        lengths = [rng.randint(1, 40) for _ in range(rng.randint(1, 100))]
-        budget, cap = rng.randint(40, 400), rng.randint(1, 16)
-        picked = plan_batch(lengths, budget, cap)
-        assert 0 in picked
-        assert len(picked) <= cap
-        assert len(picked) == 1 or max(lengths[i] for i in picked) * len(picked) <= budget
-
-
-def test_plan_runs_a_row_longer_than_the_budget_alone() -> None:
-    assert plan_batch([50, 1, 1], batch_tokens=20, max_rows=8) == [0]
 
 
 # the worker
