@@ -3,9 +3,9 @@
     python -m benchmarks.serve [--bundle models/gensen-base] [--clients 32] [--seconds 5]
 
 Measures, on this machine and in one run, with real sentences (STS-B dev when present):
-- raw: the encoder in-process through `service.engine` at its best batch size, on batches of
-  sentences sorted by length (least padding) and tokenised beforehand, so that only inference
-  counts: the ceiling;
+- raw: the encoder in-process through `service.engine` at its best batch size, tokenised
+  beforehand so that only inference counts, on the sentences in arrival order (the ceiling of a
+  server fed the same stream) and sorted by length (no padding: an offline best case);
 - served: `python -m service` on loopback under `--clients` concurrent keep-alive clients;
 - naive: the same server with one input per inference (`--max-batch-rows 1`): the floor;
 - latency at low load: one client, one sentence per request, p50 and p99.
@@ -211,15 +211,34 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 @dataclass
+class Raw:
+    """The encoder in-process on one ordering of the sentences: its sweep and its rounds."""
+
+    name: str
+    rows: list[list[int]]
+    sweep: dict[int, float]
+    runs: list[float]
+
+    @property
+    def best_batch(self) -> int:
+        """The batch size of the highest throughput in the sweep."""
+        return max(self.sweep, key=self.sweep.__getitem__)
+
+    @property
+    def median(self) -> float:
+        """Median sentences per second over the rounds."""
+        return statistics.median(self.runs)
+
+
+@dataclass
 class Figures:
     """Everything one run measured."""
 
     args: argparse.Namespace
     provider: str
     threads: int
-    best_batch: int
-    sweep: dict[int, float]
-    raw_runs: list[float]
+    arrival: Raw
+    by_length: Raw
     served_runs: list[LoadResult]
     low_load: LoadResult
     naive: LoadResult | None
@@ -227,7 +246,7 @@ class Figures:
 
     def summary(self) -> dict:
         """The figures as a flat dictionary (medians, ratios, latencies in ms)."""
-        raw = statistics.median(self.raw_runs)
+        arrival, by_length = self.arrival.median, self.by_length.median
         served = statistics.median(r.throughput for r in self.served_runs)
         saturated = [x for r in self.served_runs for x in r.latencies]
         naive = self.naive.throughput if self.naive else None
@@ -237,19 +256,24 @@ class Figures:
             "intra_op_threads": self.threads,
             "clients": self.args.clients,
             "sentences_per_request": self.args.per_request,
-            "raw_sweep": {str(b): round(v, 1) for b, v in self.sweep.items()},
-            "raw_best_batch": self.best_batch,
-            "raw_sentences_per_s": round(raw, 1),
+            "raw_arrival_sweep": {str(b): round(v, 1) for b, v in self.arrival.sweep.items()},
+            "raw_by_length_sweep": {str(b): round(v, 1) for b, v in self.by_length.sweep.items()},
+            "raw_arrival_best_batch": self.arrival.best_batch,
+            "raw_by_length_best_batch": self.by_length.best_batch,
+            "raw_arrival_sentences_per_s": round(arrival, 1),
+            "raw_by_length_sentences_per_s": round(by_length, 1),
             "served_sentences_per_s": round(served, 1),
-            "served_over_raw": round(served / raw, 3),
+            "served_over_raw_arrival": round(served / arrival, 3),
+            "served_over_raw_by_length": round(served / by_length, 3),
             "served_p50_ms": round(percentile(saturated, 50), 2),
             "served_p99_ms": round(percentile(saturated, 99), 2),
             "served_errors": sum(r.errors for r in self.served_runs),
             "naive_sentences_per_s": round(naive, 1) if naive else None,
-            "naive_over_raw": round(naive / raw, 3) if naive else None,
+            "naive_over_raw_arrival": round(naive / arrival, 3) if naive else None,
             "low_load_p50_ms": round(percentile(self.low_load.latencies, 50), 2),
             "low_load_p99_ms": round(percentile(self.low_load.latencies, 99), 2),
-            "raw_runs": [round(x, 1) for x in self.raw_runs],
+            "raw_arrival_runs": [round(x, 1) for x in self.arrival.runs],
+            "raw_by_length_runs": [round(x, 1) for x in self.by_length.runs],
             "served_runs": [round(r.throughput, 1) for r in self.served_runs],
             "rounds": self.args.rounds,
             "seconds_per_measurement": self.args.seconds,
@@ -258,33 +282,36 @@ class Figures:
 
 
 def measure(args: argparse.Namespace) -> Figures:
-    """Raw sweep, then alternating raw and served rounds, low-load latency, the naive floor."""
+    """Raw sweeps, then alternating raw and served rounds, low-load latency, the naive floor.
+
+    Two raw baselines: the sentences in arrival order (what a server is sent), and sorted by
+    length (no padding at all: an offline best case that no online server reaches).
+    """
     sentences = load_sentences()
     bundle = load_bundle(args.bundle)
     threads = args.threads if args.threads is not None else _default_threads()
     engine = Engine(bundle, provider=args.provider, intra_op_threads=threads)
     tokenizer = TextTokenizer(bundle.files["tokenizer"], bundle.max_tokens)
     rows = tokenizer.encode(sentences).ids
+    pad = tokenizer.pad_id
     print(
         f"bundle {bundle.name} {bundle.version} (dim {bundle.dim}) on {engine.provider}; "
         f"{len(sentences)} sentences, {np.mean([len(r) for r in rows]):.1f} tokens on average"
     )
-    # The ceiling: the encoder at its best batch size, on batches of similar lengths (sorted),
-    # which is the least padding any batcher could reach; arrival order is shown for reference.
-    by_length = sorted(rows, key=len)
-    arrival = {b: raw_throughput(engine, rows, tokenizer.pad_id, b, 1.5) for b in BATCH_SIZES}
-    sweep = {b: raw_throughput(engine, by_length, tokenizer.pad_id, b, 1.5) for b in BATCH_SIZES}
-    best = max(sweep, key=sweep.__getitem__)
-    print("raw, sorted by length (sentences/s by batch): " + _row(sweep))
-    print("raw, arrival order    (sentences/s by batch): " + _row(arrival))
+    raws = []
+    for name, ordered in (("arrival order", rows), ("sorted by length", sorted(rows, key=len))):
+        sweep = {b: raw_throughput(engine, ordered, pad, b, 1.5) for b in BATCH_SIZES}
+        raws.append(Raw(name, ordered, sweep, []))
+        print(f"raw, {name:16} (sentences/s by batch size): {_row(sweep)}")
 
     flags = ["--provider", args.provider, "--intra-op-threads", str(threads), *args.server_flags]
     bodies = request_bodies(sentences, args.per_request)
     server = Server(args.bundle, free_port(), flags)
     asyncio.run(run_load(server.port, bodies, args.clients, 1.0))  # warm up
-    raw_runs, served_runs = [], []
+    served_runs = []
     for _ in range(args.rounds):
-        raw_runs.append(raw_throughput(engine, by_length, tokenizer.pad_id, best, args.seconds))
+        for raw in raws:
+            raw.runs.append(raw_throughput(engine, raw.rows, pad, raw.best_batch, args.seconds))
         served_runs.append(asyncio.run(run_load(server.port, bodies, args.clients, args.seconds)))
     low = asyncio.run(run_load(server.port, request_bodies(sentences, 1), 1, args.seconds))
     limits = server.info().get("limits", {})
@@ -296,30 +323,26 @@ def measure(args: argparse.Namespace) -> Figures:
         asyncio.run(run_load(floor.port, bodies, args.clients, 1.0))
         naive = asyncio.run(run_load(floor.port, bodies, args.clients, args.seconds))
         floor.stop()
-    return Figures(
-        args, engine.provider, threads, best, sweep, raw_runs, served_runs, low, naive, limits
-    )
+    return Figures(args, engine.provider, threads, *raws, served_runs, low, naive, limits)
 
 
 def report(figures: Figures) -> None:
     """Print the table."""
     f = figures.summary()
-    per = f["sentences_per_request"]
+    arrival, by_length = f["raw_arrival_sentences_per_s"], f["raw_by_length_sentences_per_s"]
     lines = [
-        (f"raw encoder, batch {f['raw_best_batch']}, by length", f["raw_sentences_per_s"], 1.0),
+        (f"raw encoder, batch {f['raw_arrival_best_batch']}, arrival order", arrival),
+        (f"raw encoder, batch {f['raw_by_length_best_batch']}, sorted by length", by_length),
         (
-            f"served, {f['clients']} clients x {per} sentence(s)",
+            f"served, {f['clients']} clients x {f['sentences_per_request']} sentence(s)",
             f["served_sentences_per_s"],
-            f["served_over_raw"],
         ),
     ]
     if f["naive_sentences_per_s"]:
-        lines.append(
-            ("naive: one input per inference", f["naive_sentences_per_s"], f["naive_over_raw"])
-        )
-    print(f"\n{'':46} {'sentences/s':>12} {'x raw':>7}")
-    for name, value, ratio in lines:
-        print(f"{name:46} {value:12.0f} {ratio:7.2f}")
+        lines.append(("naive: one input per inference", f["naive_sentences_per_s"]))
+    print(f"\n{'':46} {'sentences/s':>12} {'x arrival':>10} {'x sorted':>9}")
+    for name, value in lines:
+        print(f"{name:46} {value:12.0f} {value / arrival:10.2f} {value / by_length:9.2f}")
     print(
         f"\nserved at saturation: p50 {f['served_p50_ms']} ms, p99 {f['served_p99_ms']} ms, "
         f"errors {f['served_errors']}"
@@ -330,8 +353,9 @@ def report(figures: Figures) -> None:
     )
     print(
         f"medians of {f['rounds']} alternating rounds of {f['seconds_per_measurement']:g} s: "
-        f"raw {f['raw_runs']}, served {f['served_runs']}; {f['provider']}, "
-        f"{f['intra_op_threads']} intra-op thread(s), {f['machine']}"
+        f"raw arrival {f['raw_arrival_runs']}, raw sorted {f['raw_by_length_runs']}, "
+        f"served {f['served_runs']}; {f['provider']}, {f['intra_op_threads']} intra-op "
+        f"thread(s), step cost {f['server_limits'].get('step_cost_rows')} rows; {f['machine']}"
     )
 
 
