@@ -23,7 +23,7 @@ from service.errors import (
     NotReady,
     TooManyInputs,
 )
-from service.tokenization import TextTokenizer
+from service.tokenization import Encoded, TextTokenizer
 
 Disconnected = Callable[[], Awaitable[Any]]
 WATCH_AFTER_S = 0.1  # a request still waiting after this long starts watching its connection
@@ -69,22 +69,14 @@ class Embedder:
 
         `name_of(i)` names text i in messages (default `param[i]`);
         `max_inputs` overrides the request limit (pair routes send two texts per pair);
-        `disconnected` is awaited alongside the work and, if it returns first, the work is dropped.
+        `disconnected` (the ASGI `receive`) returns when the client leaves; its work is dropped then.
         """
         if not self.accepting:
             raise NotReady("the service is not ready (starting or draining)")
         name_of = name_of or (lambda i: f"{param}[{i}]")
         self._check_limits(texts, param, name_of, max_inputs or self.limits.max_inputs)
         encoded = await self._tokenizer.encode_async(texts)
-        for i, (row, cut) in enumerate(zip(encoded.ids, encoded.truncated, strict=True)):
-            if not row:
-                raise InvalidInput(f"{name_of(i)} has no tokens", param=name_of(i))
-            if cut and not truncate:
-                raise InputTooLong(
-                    f"{name_of(i)} is longer than {self._tokenizer.max_tokens} tokens "
-                    "and truncate is false",
-                    param=name_of(i),
-                )
+        self._check_tokens(encoded, truncate, name_of)
         deadline = time.monotonic() + self.limits.timeout_s
         job = self._batcher.submit(encoded.ids, deadline)
         vectors = await self._wait(job, disconnected)
@@ -113,6 +105,19 @@ class Embedder:
                     param=name_of(i),
                 )
 
+    def _check_tokens(
+        self, encoded: Encoded, truncate: bool, name_of: Callable[[int], str]
+    ) -> None:
+        for i, (row, cut) in enumerate(zip(encoded.ids, encoded.truncated, strict=True)):
+            if not row:
+                raise InvalidInput(f"{name_of(i)} has no tokens", param=name_of(i))
+            if cut and not truncate:
+                raise InputTooLong(
+                    f"{name_of(i)} is longer than {self._tokenizer.max_tokens} tokens "
+                    "and truncate is false",
+                    param=name_of(i),
+                )
+
     async def _wait(self, job: Job, disconnected: Disconnected | None) -> np.ndarray:
         """The job's rows, unless the deadline passes or the client leaves first.
 
@@ -123,11 +128,12 @@ class Embedder:
         loop = asyncio.get_running_loop()
         deadline = loop.call_later(
             max(0.0, job.deadline - time.monotonic()),
-            self._abandon,
+            _abandon,
+            self._batcher,
             job,
             DeadlineExceeded(f"no answer within the deadline of {self.limits.timeout_s} s"),
         )
-        watch = _Watch(self, job, disconnected) if disconnected is not None else None
+        watch = _Watch(self._batcher, job, disconnected) if disconnected is not None else None
         try:
             return await job.future
         except asyncio.CancelledError:
@@ -138,18 +144,19 @@ class Embedder:
             if watch is not None:
                 watch.cancel()
 
-    def _abandon(self, job: Job, error: Exception) -> None:
-        """Drop the job's remaining work and answer its request with `error`."""
-        self._batcher.cancel(job)
-        if not job.future.done():
-            job.future.set_exception(error)
+
+def _abandon(batcher: Batcher, job: Job, error: Exception) -> None:
+    """Drop the job's remaining work and answer its request with `error`."""
+    batcher.cancel(job)
+    if not job.future.done():
+        job.future.set_exception(error)
 
 
 class _Watch:
     """Watches the client's connection while a job waits; a disconnect abandons the job."""
 
-    def __init__(self, embedder: Embedder, job: Job, disconnected: Disconnected) -> None:
-        self._embedder = embedder
+    def __init__(self, batcher: Batcher, job: Job, disconnected: Disconnected) -> None:
+        self._batcher = batcher
         self._job = job
         self._disconnected = disconnected
         self._task: asyncio.Task[None] | None = None
@@ -160,7 +167,7 @@ class _Watch:
 
     async def _watch(self) -> None:
         await self._disconnected()
-        self._embedder._abandon(self._job, ClientGone("the client closed the connection"))
+        _abandon(self._batcher, self._job, ClientGone("the client closed the connection"))
 
     def cancel(self) -> None:
         """Stop watching."""
