@@ -60,20 +60,8 @@ class Runtime:
         sample = tokenizer.encode(WARM_UP_TEXTS).ids
         engine.warm_up(sample, tokenizer.pad_id)
         step_cost = measure_step_cost(engine, token=sample[-1][0])
-        limits = BatchLimits(
-            batch_tokens=settings.batch_tokens,
-            max_batch_rows=settings.max_batch_rows,
-            max_wait_s=settings.max_wait_ms / 1000,
-            queue_capacity=settings.queue_capacity,
-            step_cost=step_cost,
-        )
-        batcher = Batcher(engine, tokenizer.pad_id, limits, metrics)
-        request_limits = RequestLimits(
-            max_inputs=settings.max_inputs,
-            max_input_chars=settings.max_input_chars,
-            timeout_s=settings.request_timeout_s,
-        )
-        embedder = Embedder(tokenizer, batcher, request_limits)
+        batcher = Batcher(engine, tokenizer.pad_id, _batch_limits(settings, step_cost), metrics)
+        embedder = Embedder(tokenizer, batcher, _request_limits(settings))
         runtime = cls(
             settings=settings,
             metrics=metrics,
@@ -147,3 +135,21 @@ class Runtime:
             },
             "card": self.bundle.card,
         }
+
+
+def _batch_limits(settings: Settings, step_cost: float) -> BatchLimits:
+    return BatchLimits(
+        batch_tokens=settings.batch_tokens,
+        max_batch_rows=settings.max_batch_rows,
+        max_wait_s=settings.max_wait_ms / 1000,
+        queue_capacity=settings.queue_capacity,
+        step_cost=step_cost,
+    )
+
+
+def _request_limits(settings: Settings) -> RequestLimits:
+    return RequestLimits(
+        max_inputs=settings.max_inputs,
+        max_input_chars=settings.max_input_chars,
+        timeout_s=settings.request_timeout_s,
+    )
