@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import numpy as np
 
 from service.bundle import Bundle
-from service.engine import Engine
+from service.engine import Engine, Head
+from service.metrics import Metrics
 
 EPS = 1e-12
 
@@ -40,19 +42,27 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 class PairHeads:
     """The bundle's paraphrase and NLI heads, run through the engine on raw embeddings."""
 
-    def __init__(self, engine: Engine, bundle: Bundle) -> None:
+    def __init__(self, engine: Engine, bundle: Bundle, metrics: Metrics | None = None) -> None:
         self._engine = engine
         self._nli_labels = bundle.nli_labels
         self._threshold = bundle.paraphrase_threshold
+        self._metrics = metrics
+
+    def _logits(self, head: Head, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+        start = time.perf_counter()
+        logits = self._engine.predict(head, u, v)
+        if self._metrics is not None:
+            self._metrics.inference_seconds.labels(model=head).observe(time.perf_counter() - start)
+        return logits
 
     def paraphrase(self, u: np.ndarray, v: np.ndarray) -> list[dict[str, Any]]:
         """For each pair (u[i], v[i]): probability of the positive (second) label and the verdict."""
-        probability = softmax(self._engine.predict("paraphrase", u, v))[:, 1]
+        probability = softmax(self._logits("paraphrase", u, v))[:, 1]
         return [{"paraphrase": bool(p >= self._threshold), "probability": p} for p in probability]
 
     def nli(self, premises: np.ndarray, hypotheses: np.ndarray) -> list[dict[str, Any]]:
         """For each pair: the most likely NLI label and the probability of each label."""
-        probabilities = softmax(self._engine.predict("nli", premises, hypotheses))
+        probabilities = softmax(self._logits("nli", premises, hypotheses))
         labels = self._nli_labels
         return [
             {

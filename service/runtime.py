@@ -70,7 +70,7 @@ class Runtime:
             tokenizer=tokenizer,
             batcher=batcher,
             embedder=embedder,
-            heads=PairHeads(engine, bundle),
+            heads=PairHeads(engine, bundle, metrics),
             model_name=settings.model_name or bundle.name,
         )
         batcher.start()

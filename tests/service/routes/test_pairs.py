@@ -41,6 +41,8 @@ async def test_nli(client: httpx.AsyncClient) -> None:
     pairs = [{"premise": a, "hypothesis": b} for a, b in PAIRS]
     response = await client.post("/nli", json={"pairs": pairs})
     assert response.status_code == 200
+    metrics = (await client.get("/metrics")).text
+    assert 'gensen_inference_duration_seconds_count{model="nli"} 1.0' in metrics
     for answer in response.json():
         assert answer["label"] in NLI_LABELS
         assert set(answer["scores"]) == NLI_LABELS
