@@ -134,3 +134,35 @@ def test_a_client_that_leaves_frees_its_work(tiny_bundle: Path) -> None:
     assert _metric(metrics, "gensen_queue_depth") == 0
     assert 'gensen_rejected_requests_total{reason="client_closed"} 1.0' in metrics
     assert _metric(metrics, "gensen_inputs_total") == 0  # never computed
+
+
+@pytest.mark.slow
+def test_overload_at_several_times_capacity(tiny_bundle: Path) -> None:
+    """Ten times more inputs than the queue holds: 200 or 429 with Retry-After, nothing else."""
+    service = ServiceProcess(tiny_bundle, "--queue-capacity", "64", "--max-inputs", "8")
+    try:
+        service.wait_ready()
+        answers = asyncio.run(_flood(service.url, clients=80, requests=5, inputs=8))
+        still_ready = httpx.get(f"{service.url}/ready").status_code
+    finally:
+        code, log = service.stop()
+    statuses = {a.status_code for a in answers}
+    assert statuses <= {200, 429}
+    assert 200 in statuses
+    assert 429 in statuses
+    assert all(int(a.headers["retry-after"]) >= 1 for a in answers if a.status_code == 429)
+    assert all(len(a.json()) == 8 for a in answers if a.status_code == 200)
+    assert still_ready == 200
+    assert code == 0, log
+
+
+async def _flood(url: str, clients: int, requests: int, inputs: int) -> list[httpx.Response]:
+    texts = [f"{SENTENCE} {i}" for i in range(inputs)]
+    limits = httpx.Limits(max_connections=clients)
+    async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as client:
+
+        async def one_client() -> list[httpx.Response]:
+            return [await client.post("/embed", json={"inputs": texts}) for _ in range(requests)]
+
+        batches = await asyncio.gather(*(one_client() for _ in range(clients)))
+    return [answer for batch in batches for answer in batch]
