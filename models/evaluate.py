@@ -192,25 +192,41 @@ def format_table(scores: dict[str, float]) -> str:
     return "\n".join(lines)
 
 
+class TorchModel:
+    """The torch encoder and heads behind the same `Model` interface (eval mode, no grad)."""
+
+    def __init__(self, encoder, heads, tokenizer: Tokenizer, max_tokens: int) -> None:
+        self.encoder, self.heads, self.tokenizer, self.max_tokens = (
+            encoder,
+            heads,
+            tokenizer,
+            max_tokens,
+        )
+
+    def embed(self, sentences: list[str]) -> np.ndarray:
+        import torch
+
+        def run(ids: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+            return self.encoder(torch.from_numpy(ids), torch.from_numpy(lengths)).numpy()
+
+        self.encoder.eval()
+        with torch.no_grad():
+            return batched_embed(run, self.tokenizer, self.max_tokens, sentences)
+
+    def head(self, name: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+        import torch
+
+        self.heads.eval()
+        with torch.no_grad():
+            return self.heads[name](torch.from_numpy(u), torch.from_numpy(v)).numpy()
+
+
 def dev_scores_torch(
     encoder, heads, tokenizer: Tokenizer, root: Path, max_tokens: int
 ) -> dict[str, float]:
     """The quick dev metrics during training, on the torch model."""
-    import torch
-
-    class TorchModel:
-        def embed(self, sentences):
-            def run(ids, lengths):
-                return encoder(torch.from_numpy(ids), torch.from_numpy(lengths)).numpy()
-
-            return batched_embed(run, tokenizer, max_tokens, sentences)
-
-        def head(self, name, u, v):
-            return heads[name](torch.from_numpy(u), torch.from_numpy(v)).numpy()
-
-    encoder.eval(), heads.eval()
-    with torch.no_grad():
-        scores = {**stsb_dev(TorchModel(), root), **sick_trial(TorchModel(), root)}
+    model = TorchModel(encoder, heads, tokenizer, max_tokens)
+    scores = {**stsb_dev(model, root), **sick_trial(model, root)}
     return {k: round(float(v), 2) for k, v in scores.items()}
 
 

@@ -139,11 +139,11 @@ def _pair_task(
     return cls(name, a, b, np.array([p[2] for p in pairs], dtype=np.float32), batch)
 
 
-def _paraphrase_pairs(d: TaskData) -> list[tuple[str, str, float]]:
+def paraphrase_pairs(root: Path, seed: int) -> list[tuple[str, str, float]]:
     """MRPC train, plus PPDB synonym pairs with as many shuffled negatives."""
-    pairs = [(p.a, p.b, p.label) for p in data.read_mrpc(d.root)]
-    rng = random.Random(d.seed)
-    ppdb = rng.sample(data.read_ppdb(d.root), 2000)
+    pairs = [(p.a, p.b, p.label) for p in data.read_mrpc(root)]
+    rng = random.Random(seed)
+    ppdb = rng.sample(data.read_ppdb(root), 2000)
     shuffled = rng.sample([b for _, b in ppdb], len(ppdb))
     pairs += [(a, b, 1) for a, b in ppdb] + [
         (a, s, 0) for (a, _), s in zip(ppdb, shuffled, strict=True)
@@ -181,7 +181,7 @@ def build_tasks(
         )
     if "paraphrase" in names:
         tasks["paraphrase"] = _pair_task(
-            ClassificationTask, "paraphrase", _paraphrase_pairs(d), d, pair_batch
+            ClassificationTask, "paraphrase", paraphrase_pairs(d.root, d.seed), d, pair_batch
         )
     unknown = names - tasks.keys()
     if unknown:

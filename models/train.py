@@ -15,6 +15,7 @@ import logging
 import math
 import random
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,7 @@ from models import corpus, evaluate, export
 from models.config import Phase, TrainConfig
 from models.data import data_root
 from models.encoder import GensenEncoder, PairClassifier
+from models.heads import fit_served_heads
 from models.tasks import HEAD_CLASSES, Task, TaskData, build_tasks
 from models.vocabulary import train_tokenizer
 
@@ -113,9 +115,13 @@ class TaskSampler:
 # --- checkpoints -------------------------------------------------------------------------------
 
 
-def save_checkpoint(path: Path, step: int, encoder, heads, optimizer, config: TrainConfig) -> None:
+def save_checkpoint(
+    path: Path, step: int, encoder, heads, optimizer, config: TrainConfig, elapsed_s: float
+) -> None:
+    """Atomically write model, heads, optimizer, config and training seconds so far."""
     state = {
         "step": step,
+        "elapsed_s": elapsed_s,
         "encoder": encoder.state_dict(),
         "heads": heads.state_dict(),
         "optimizer": optimizer.state_dict(),
@@ -125,13 +131,14 @@ def save_checkpoint(path: Path, step: int, encoder, heads, optimizer, config: Tr
     path.with_suffix(".tmp").replace(path)
 
 
-def load_checkpoint(path: Path, encoder, heads, optimizer=None) -> int:
+def load_checkpoint(path: Path, encoder, heads, optimizer=None) -> tuple[int, float]:
+    """Restore in place; returns (steps done, training seconds so far)."""
     state = torch.load(path, map_location="cpu", weights_only=False)
     encoder.load_state_dict(state["encoder"])
     heads.load_state_dict(state["heads"])
     if optimizer is not None:
         optimizer.load_state_dict(state["optimizer"])
-    return int(state["step"])
+    return int(state["step"]), float(state.get("elapsed_s", 0.0))
 
 
 # --- the loop ----------------------------------------------------------------------------------
@@ -159,9 +166,15 @@ def prepare(config: TrainConfig, root: Path) -> TaskData:
     return TaskData(root, tokenizer, config.max_tokens, sentences, teacher, config.seed)
 
 
-def train(
-    config: TrainConfig, root: Path, stop_after: int | None = None
-) -> tuple[GensenEncoder, nn.ModuleDict, TaskData]:
+@dataclass
+class TrainResult:
+    encoder: GensenEncoder
+    heads: nn.ModuleDict
+    data: TaskData
+    elapsed_s: float  # training seconds over every run that built this checkpoint
+
+
+def train(config: TrainConfig, root: Path, stop_after: int | None = None) -> TrainResult:
     """Train (resuming from run_dir's checkpoint), stopping early after `stop_after` steps."""
     torch.set_num_threads(config.threads)
     d = prepare(config, root)
@@ -175,15 +188,19 @@ def train(
         [*encoder.parameters(), *heads.parameters()], lr=config.phases[0].lr
     )
     checkpoint = Path(config.run_dir) / "checkpoint.pt"
-    start = load_checkpoint(checkpoint, encoder, heads, optimizer) if checkpoint.exists() else 0
+    start, elapsed = (
+        load_checkpoint(checkpoint, encoder, heads, optimizer) if checkpoint.exists() else (0, 0.0)
+    )
     tasks = build_tasks(
         {n for p in config.phases for n in p.weights}, d, config.sentence_batch, config.pair_batch
     )
     sampler = TaskSampler(config, tasks)
     sampler.fast_forward(start)
     stop = min(stop_after or config.total_steps, config.total_steps)
-    run_steps(config, encoder, heads, optimizer, sampler, d, range(start, stop), checkpoint)
-    return encoder, heads, d
+    elapsed = run_steps(
+        config, encoder, heads, optimizer, sampler, d, range(start, stop), checkpoint, elapsed
+    )
+    return TrainResult(encoder, heads, d, elapsed)
 
 
 def run_steps(
@@ -195,7 +212,8 @@ def run_steps(
     d: TaskData,
     steps: range,
     checkpoint: Path,
-) -> None:
+    elapsed_before: float = 0.0,
+) -> float:
     """The steps in `steps`: draw a task, one optimiser step, checkpoint and evaluate now and then."""
     losses: dict[str, float] = {}
     seen, began = 0, time.perf_counter()
@@ -222,7 +240,8 @@ def run_steps(
         )
         done = step + 1
         if done % config.checkpoint_every == 0 or done in (steps.stop, config.total_steps):
-            save_checkpoint(checkpoint, done, encoder, heads, optimizer, config)
+            elapsed = elapsed_before + time.perf_counter() - began
+            save_checkpoint(checkpoint, done, encoder, heads, optimizer, config, elapsed)
         if done % config.eval_every == 0 or done == config.total_steps:
             scores = evaluate.dev_scores_torch(
                 encoder, heads, d.tokenizer, d.root, config.max_tokens
@@ -233,6 +252,7 @@ def run_steps(
                 json.dumps(scores),
                 json.dumps({k: round(v, 4) for k, v in losses.items()}),
             )
+    return elapsed_before + time.perf_counter() - began
 
 
 def main() -> None:
@@ -246,17 +266,40 @@ def main() -> None:
     parser.add_argument(
         "--no-export", action="store_true", help="train only; do not write the bundle"
     )
+    parser.add_argument(
+        "--stop-after", type=int, default=None, help="stop (with a checkpoint) after this step"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     config = TrainConfig.load(args.config)
-    started = time.time()
-    encoder, heads, d = train(config, data_root(args.data), args.stop_after)
-    if not args.no_export and (args.stop_after or config.total_steps) >= config.total_steps:
-        training = {
-            "seconds": round(time.time() - started),
-            "hardware": export.hardware_description(),
-        }
-        export.export_bundle(Path(config.bundle_dir), encoder, heads, d.tokenizer, config, training)
+    root = data_root(args.data)
+    result = train(config, root, args.stop_after)
+    if (args.stop_after or config.total_steps) < config.total_steps:
+        return
+    started = time.perf_counter()
+    model = evaluate.TorchModel(
+        result.encoder, result.heads, result.data.tokenizer, config.max_tokens
+    )
+    if config.head_fit is not None:
+        fitted = fit_served_heads(model.embed, result.heads, root, config.head_fit, config.seed)
+        log.info("heads refitted on the frozen encoder, held-out accuracy %s", fitted)
+    log.info(
+        "final dev %s",
+        evaluate.dev_scores_torch(
+            result.encoder, result.heads, result.data.tokenizer, root, config.max_tokens
+        ),
+    )
+    if not args.no_export:
+        seconds = result.elapsed_s + time.perf_counter() - started
+        training = {"seconds": round(seconds), "hardware": export.hardware_description()}
+        export.export_bundle(
+            Path(config.bundle_dir),
+            result.encoder,
+            result.heads,
+            result.data.tokenizer,
+            config,
+            training,
+        )
 
 
 if __name__ == "__main__":

@@ -73,10 +73,10 @@ def test_training_on_a_few_hundred_pairs_lowers_the_loss(tmp_path, shared_data):
 
 @pytest.mark.slow
 def test_full_loop_is_deterministic_and_resumes(tmp_path, shared_data):
-    first = train(_config(tmp_path / "a", 40), shared_data)[0]
+    first = train(_config(tmp_path / "a", 40), shared_data).encoder
     config = _config(tmp_path / "b", 40)
     train(config, shared_data, stop_after=20)  # stop half-way, then resume from the checkpoint
-    resumed = train(config, shared_data)[0]
+    resumed = train(config, shared_data).encoder
     for (name, a), b in zip(first.state_dict().items(), resumed.state_dict().values(), strict=True):
         assert torch.allclose(a, b, atol=1e-6), name
 
