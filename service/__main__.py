@@ -8,6 +8,8 @@ from __future__ import annotations
 import logging
 import sys
 
+from service.app import build_app
+from service.auth import AuthConfigError
 from service.bundle import BundleError, load_bundle
 from service.logs import configure_logging
 from service.server import serve
@@ -17,16 +19,21 @@ log = logging.getLogger("service")
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Parse the settings, refuse a broken bundle with a clear message, then serve."""
+    """Parse the settings, refuse a broken bundle or key file with a clear message, then serve."""
     settings = settings_from_cli(argv)
     configure_logging(settings.log_level)
     try:
         load_bundle(settings.bundle)
+        app = build_app(settings)
     except BundleError as exc:
         log.error("cannot serve the bundle", extra={"reason": str(exc)})
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    serve(settings)
+    except AuthConfigError as exc:
+        log.error("cannot use the API key digests", extra={"reason": str(exc)})
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    serve(settings, app)
     return 0
 
 

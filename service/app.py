@@ -1,29 +1,33 @@
-"""The app factory: `build_app(settings)` wires routes, errors and metrics; the lifespan loads the model.
+"""The app factory: `build_app(settings)` wires routes, errors, middleware and metrics; the
+lifespan loads the model.
 
 Nothing happens at import: the bundle, engine and batcher are built when the app starts and are
-kept on `app.state.runtime`; the routes stay thin.
+kept on `app.state.runtime`; the routes stay thin. The API keys are read when the app is built,
+so that a bad key file stops the service before it listens.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from pydantic.json_schema import models_json_schema
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.middleware.cors import CORSMiddleware
 
 from service import __version__
+from service.auth import OPEN_PATHS, ApiKeys, AuthMiddleware
 from service.bundle import BundleError
-from service.engine import EngineError
+from service.engine import Engine, EngineError
 from service.errors import install_error_handlers
-from service.metrics import Metrics, MetricsMiddleware
+from service.metrics import Metrics, MetricsMiddleware, serve_metrics
+from service.middleware import BodyLimitMiddleware, JsonBodyMiddleware, RequestContextMiddleware
 from service.routes import ROUTERS
-from service.runtime import Runtime
+from service.runtime import EngineFactory, Runtime
 from service.schemas import REQUEST_MODELS
 from service.settings import Settings
 
@@ -32,33 +36,30 @@ log = logging.getLogger("service.app")
 DESCRIPTION = """Sentence embeddings, similarity, paraphrase detection and natural language
 inference from a GenSen encoder, served from ONNX Runtime through a dynamic batcher.
 Native routes answer errors as `{"error", "error_type"}`; `/v1` routes as OpenAI does."""
+CORS_HEADERS = {
+    "allow_methods": ["GET", "POST"],
+    "allow_headers": ["Authorization", "Content-Type", "X-Request-Id"],
+    "expose_headers": ["X-Request-Id", "Retry-After"],
+    "max_age": 600,
+}
 
 
-class JsonBodyMiddleware:
-    """Reads every POST body as JSON, whatever its content type (so `curl -d '{...}'` works)."""
+def build_app(
+    settings: Settings | None = None, *, engine_factory: EngineFactory = Engine
+) -> FastAPI:
+    """A new app serving the bundle of `settings` (default: environment and defaults).
 
-    JSON_TYPE = (b"content-type", b"application/json")
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Mark a POST request's body as JSON unless it already says so."""
-        if scope["type"] == "http" and scope["method"] == "POST":
-            headers = [(k, v) for k, v in scope["headers"] if k != b"content-type"]
-            scope["headers"] = [*headers, self.JSON_TYPE]  # in place: outer middleware sees routing
-        await self.app(scope, receive, send)
-
-
-def build_app(settings: Settings | None = None) -> FastAPI:
-    """A new app serving the bundle of `settings` (default: environment and defaults)."""
+    `engine_factory` builds the inference engine (tests pass one that fails or stalls).
+    Raises AuthConfigError if the configured API key digests cannot be used.
+    """
     settings = settings or Settings()
     metrics = Metrics()
+    keys = ApiKeys.load(settings.api_key_hashes, settings.api_key_file)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         try:
-            runtime = await asyncio.to_thread(Runtime.start, settings, metrics)
+            runtime = await asyncio.to_thread(Runtime.start, settings, metrics, engine_factory)
         except BundleError as exc:
             log.error("cannot serve the bundle", extra={"reason": str(exc)})
             raise
@@ -66,11 +67,13 @@ def build_app(settings: Settings | None = None) -> FastAPI:
             log.error("cannot start the engine", extra={"reason": str(exc)})
             raise
         app.state.runtime = runtime
+        stop_metrics = _serve_metrics(settings, metrics)
         try:
             yield
         finally:
             await runtime.drain(0.0 if runtime.draining else settings.drain_timeout_s)
             await asyncio.to_thread(runtime.stop)
+            stop_metrics()
 
     app = FastAPI(
         title="GenSen embedding service",
@@ -86,14 +89,35 @@ def build_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     for router in ROUTERS:
         app.include_router(router)
-    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
-    app.add_middleware(JsonBodyMiddleware)
-    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.openapi = lambda: _openapi(app, keys.enabled)  # type: ignore[method-assign]
+    _add_middleware(app, settings, metrics, keys)
     return app
 
 
-def _openapi(app: FastAPI) -> dict[str, Any]:
-    """FastAPI's document plus the request schemas (the routes parse their bodies themselves)."""
+def _add_middleware(app: FastAPI, settings: Settings, metrics: Metrics, keys: ApiKeys) -> None:
+    """The middleware stack, innermost first (each `add_middleware` wraps the ones before)."""
+    app.add_middleware(JsonBodyMiddleware)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    if keys.enabled:
+        log.info("API keys required", extra={"keys": len(keys)})
+        app.add_middleware(AuthMiddleware, keys=keys)
+    if settings.cors_origins:  # outside the key check: browsers send preflights without keys
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, **CORS_HEADERS)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.add_middleware(RequestContextMiddleware)
+
+
+def _serve_metrics(settings: Settings, metrics: Metrics) -> Callable[[], None]:
+    """Start the separate metrics listener when `metrics_port` is set; the function stopping it."""
+    if settings.metrics_port is None:
+        return lambda: None
+    log.info("metrics served on their own port", extra={"metrics_port": settings.metrics_port})
+    return serve_metrics(metrics, settings.host, settings.metrics_port)
+
+
+def _openapi(app: FastAPI, keys_required: bool) -> dict[str, Any]:
+    """FastAPI's document plus the request schemas (the routes parse their bodies themselves)
+    and, when keys are required, the bearer scheme on every route but the open ones."""
     if app.openapi_schema is None:
         schema = get_openapi(
             title=app.title, version=app.version, description=app.description, routes=app.routes
@@ -102,6 +126,13 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
             [(model, "validation") for model in REQUEST_MODELS],
             ref_template="#/components/schemas/{model}",
         )
-        schema.setdefault("components", {}).setdefault("schemas", {}).update(defs["$defs"])
+        components = schema.setdefault("components", {})
+        components.setdefault("schemas", {}).update(defs["$defs"])
+        if keys_required:
+            components["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
+            schema["security"] = [{"bearer": []}]
+            for path in OPEN_PATHS:
+                for operation in schema["paths"].get(path, {}).values():
+                    operation["security"] = []
         app.openapi_schema = schema
     return app.openapi_schema

@@ -7,24 +7,33 @@ similar length (a recurrent encoder pays for padding in full; see `service.plann
 padded-token budget (longest × rows) and a row cap, runs it, and hands each job its rows; a
 large job is spread over several batches and reassembled in order. Admission is bounded: past
 `queue_capacity` queued rows `submit` raises Overloaded at once. Jobs past their deadline or
-cancelled are dropped before inference. Shaped after text-embeddings-inference's `queue.rs`.
+cancelled are dropped before inference. An engine failure fails the jobs of that batch only; a
+watchdog (`service.watchdog`) fails the jobs of a batch that runs past `inference_timeout_s`.
+Shaped after text-embeddings-inference's `queue.rs`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from service.errors import DeadlineExceeded, InferenceFailed, NotReady, Overloaded
+from service.errors import (
+    DeadlineExceeded,
+    InferenceFailed,
+    InferenceTimedOut,
+    NotReady,
+    Overloaded,
+)
+from service.jobs import Job, Row, request_ids, settle, settle_error
 from service.planner import Backend, plan_batch
+from service.watchdog import Watchdog
 
 if TYPE_CHECKING:
     from service.metrics import Metrics
@@ -42,44 +51,7 @@ class BatchLimits:
     max_wait_s: float = 0.002
     queue_capacity: int = 4096
     step_cost: float = 4.0  # per-step overhead of the encoder, in rows (see service.planner)
-
-
-class Job:
-    """One request's rows on their way through the batcher; `future` gets [rows, dim]."""
-
-    __slots__ = (
-        "closed",
-        "deadline",
-        "enqueued",
-        "future",
-        "left",
-        "loop",
-        "out",
-        "pending",
-        "pending_tokens",
-        "rows",
-        "started",
-    )
-
-    def __init__(self, rows: Sequence[Sequence[int]], deadline: float) -> None:
-        self.rows = rows
-        self.deadline = deadline
-        self.enqueued = time.monotonic()
-        self.loop = asyncio.get_running_loop()
-        self.future: asyncio.Future[np.ndarray] = self.loop.create_future()
-        self.out: np.ndarray | None = None
-        self.left = len(rows)  # rows not computed yet
-        self.pending = len(rows)  # rows not yet taken into a batch
-        self.pending_tokens = sum(len(row) for row in rows)
-        self.closed = False  # finished, failed or cancelled: no more work for it
-        self.started = False
-
-
-@dataclass(slots=True)
-class _Row:
-    job: Job
-    index: int
-    length: int
+    inference_timeout_s: float = 10.0  # longest one batch may run before its jobs fail
 
 
 class Batcher:
@@ -97,7 +69,7 @@ class Batcher:
         self._limits = limits
         self._metrics = metrics
         self._cond = threading.Condition()
-        self._queue: list[_Row] = []
+        self._queue: list[Row] = []
         self._queued = 0  # rows admitted and not yet taken into a batch
         self._queued_tokens = 0
         self._unfinished = 0  # jobs admitted and not yet settled
@@ -107,6 +79,7 @@ class Batcher:
         self._last_arrival = 0.0
         self._arrival_gap = 0.0  # moving average of the time between submits
         self._thread = threading.Thread(target=self._work, name="gensen-batcher", daemon=True)
+        self._watchdog = Watchdog(limits.inference_timeout_s, self._time_out)
 
     # event-loop side
 
@@ -114,6 +87,7 @@ class Batcher:
         """Start the worker thread and admit work."""
         self._admitting = True
         self._thread.start()
+        self._watchdog.start()
 
     @property
     def limits(self) -> BatchLimits:
@@ -125,6 +99,15 @@ class Batcher:
         """Whether the worker thread runs."""
         return self._thread.is_alive()
 
+    def problem(self) -> str | None:
+        """Why the worker cannot serve now (dead, or stuck past the timeout); None if it can."""
+        if not self._thread.is_alive():
+            return "the batcher's worker thread is not running"
+        overdue = self._watchdog.overdue_s()
+        if overdue:
+            return f"an inference has run {overdue:.1f} s past its timeout"
+        return None
+
     @property
     def queued_rows(self) -> int:
         """Rows admitted and waiting for a batch."""
@@ -135,12 +118,15 @@ class Batcher:
         """Jobs admitted and not yet answered."""
         return self._unfinished
 
-    def submit(self, rows: Sequence[Sequence[int]], deadline: float) -> Job:
+    def submit(
+        self, rows: Sequence[Sequence[int]], deadline: float, request_id: str | None = None
+    ) -> Job:
         """Queue `rows` (token ids, each non-empty) due by `deadline` (time.monotonic()).
 
+        `request_id` names the request in the log if its batch fails.
         Raises Overloaded when the queue cannot take them, NotReady when not admitting.
         """
-        job = Job(rows, deadline)
+        job = Job(rows, deadline, request_id)
         with self._cond:
             if not self._admitting:
                 raise NotReady("the service is shutting down")
@@ -149,7 +135,7 @@ class Batcher:
                     f"queue full ({self._queued} inputs waiting)", retry_after=self._retry_after()
                 )
             self._note_arrival(job.enqueued)
-            self._queue.extend(_Row(job, i, len(row)) for i, row in enumerate(rows))
+            self._queue.extend(Row(job, i, len(row)) for i, row in enumerate(rows))
             self._queued += job.pending
             self._queued_tokens += job.pending_tokens
             self._unfinished += 1
@@ -185,6 +171,7 @@ class Batcher:
                     self._fail(row.job, NotReady("the service stopped before computing this"))
             self._queue.clear()
             self._cond.notify_all()
+        self._watchdog.stop(timeout)
         if self._thread.is_alive():
             self._thread.join(timeout)
 
@@ -197,7 +184,7 @@ class Batcher:
                 return
             self._run(batch)
 
-    def _next_batch(self) -> list[_Row] | None:
+    def _next_batch(self) -> list[Row] | None:
         with self._cond:
             while True:
                 if self._stopping:
@@ -234,11 +221,11 @@ class Batcher:
         limits = self._limits
         return self._queued >= limits.max_batch_rows or self._queued_tokens >= limits.batch_tokens
 
-    def _take(self) -> list[_Row]:
+    def _take(self) -> list[Row]:
         """Remove the next batch from the queue (dropping rows of closed or expired jobs)."""
         now = time.monotonic()
         window = WINDOW_BATCHES * self._limits.max_batch_rows
-        live: list[_Row] = []
+        live: list[Row] = []
         scanned = 0
         for row in self._queue:
             scanned += 1
@@ -268,7 +255,7 @@ class Batcher:
             self._mark_taken(row, now)
         return batch
 
-    def _mark_taken(self, row: _Row, now: float) -> None:
+    def _mark_taken(self, row: Row, now: float) -> None:
         job = row.job
         job.pending -= 1
         job.pending_tokens -= row.length
@@ -279,25 +266,39 @@ class Batcher:
             if self._metrics is not None:
                 self._metrics.queue_wait.observe(now - job.enqueued)
 
-    def _run(self, batch: list[_Row]) -> None:
+    def _run(self, batch: list[Row]) -> None:
         lengths = np.array([row.length for row in batch], dtype=np.int64)
         ids = np.full((len(batch), int(lengths.max())), self._pad_id, dtype=np.int64)
         for i, row in enumerate(batch):
             ids[i, : row.length] = row.job.rows[row.index]
         start = time.perf_counter()
+        self._watchdog.begin(batch)
         try:
             out = self._backend.embed(ids, lengths)
         except Exception:
-            log.exception("encoder failed on a batch", extra={"rows": len(batch)})
+            extra = {"rows": len(batch), "request_ids": request_ids(batch)}
+            log.exception("encoder failed on a batch", extra=extra)
             with self._cond:
                 for row in batch:
                     self._fail(row.job, InferenceFailed("inference failed; see the service log"))
             return
+        finally:
+            self._watchdog.end()
         seconds = time.perf_counter() - start
         self._record(len(batch), ids.size, int(lengths.sum()), seconds)
         self._deliver(batch, out)
 
-    def _deliver(self, batch: list[_Row], out: np.ndarray) -> None:
+    def _time_out(self, batch: list[Row], running: float) -> None:
+        """Watchdog callback: the batch has run past the timeout; answer its jobs now."""
+        timeout = self._limits.inference_timeout_s
+        error = InferenceTimedOut(f"inference ran past the timeout of {timeout:g} s")
+        with self._cond:
+            for row in batch:
+                self._fail(row.job, error)
+        extra = {"rows": len(batch), "seconds": round(running, 3)}
+        log.error("inference timed out", extra={**extra, "request_ids": request_ids(batch)})
+
+    def _deliver(self, batch: list[Row], out: np.ndarray) -> None:
         done: list[Job] = []
         with self._cond:
             for i, row in enumerate(batch):
@@ -312,8 +313,7 @@ class Batcher:
                     job.closed = True
                     self._unfinished -= 1
                     done.append(job)
-        for loop, jobs in _by_loop(done).items():
-            _call_soon(loop, _settle, jobs)
+        settle(done)
 
     def _record(self, rows: int, padded: int, real: int, seconds: float) -> None:
         rate = rows / max(seconds, 1e-6)
@@ -345,27 +345,4 @@ class Batcher:
 
     def _fail(self, job: Job, error: Exception) -> None:
         if self._close(job):
-            _call_soon(job.loop, _settle_error, job, error)
-
-
-def _call_soon(loop: asyncio.AbstractEventLoop, callback: Any, *args: Any) -> None:
-    with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits for the answer
-        loop.call_soon_threadsafe(callback, *args)
-
-
-def _by_loop(jobs: list[Job]) -> dict[asyncio.AbstractEventLoop, list[Job]]:
-    groups: dict[asyncio.AbstractEventLoop, list[Job]] = {}
-    for job in jobs:
-        groups.setdefault(job.loop, []).append(job)
-    return groups
-
-
-def _settle(jobs: list[Job]) -> None:
-    for job in jobs:
-        if not job.future.done():
-            job.future.set_result(job.out)
-
-
-def _settle_error(job: Job, error: Exception) -> None:
-    if not job.future.done():
-        job.future.set_exception(error)
+            settle_error(job, error)

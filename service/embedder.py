@@ -7,6 +7,7 @@ token rows within the limits) and gives back raw (unnormalised) vectors in input
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -14,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from service.batcher import Batcher, Job
+from service.batcher import Batcher
 from service.errors import (
     ClientGone,
     DeadlineExceeded,
@@ -23,10 +24,15 @@ from service.errors import (
     NotReady,
     TooManyInputs,
 )
+from service.jobs import Job
+from service.logs import current_request_id
 from service.tokenization import Encoded, TextTokenizer
 
 Disconnected = Callable[[], Awaitable[Any]]
 WATCH_AFTER_S = 0.1  # a request still waiting after this long starts watching its connection
+# Control characters (Unicode category Cc) other than tab, line feed, vertical tab, form feed
+# and carriage return, which real text holds: an input with one is refused, not guessed at.
+CONTROL_CHARS = re.compile("[\x00-\x08\x0e-\x1f\x7f-\x9f]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,10 +81,12 @@ class Embedder:
             raise NotReady("the service is not ready (starting or draining)")
         name_of = name_of or (lambda i: f"{param}[{i}]")
         self._check_limits(texts, param, name_of, max_inputs or self.limits.max_inputs)
-        encoded = await self._tokenizer.encode_async(texts)
+        encoded = await self._tokenizer.encode_async(
+            texts, lambda checked: _check_texts(checked, name_of)
+        )
         self._check_tokens(encoded, truncate, name_of)
         deadline = time.monotonic() + self.limits.timeout_s
-        job = self._batcher.submit(encoded.ids, deadline)
+        job = self._batcher.submit(encoded.ids, deadline, request_id=current_request_id())
         vectors = await self._wait(job, disconnected)
         return Embeddings(vectors=vectors, tokens=encoded.tokens)
 
@@ -143,6 +151,20 @@ class Embedder:
             deadline.cancel()
             if watch is not None:
                 watch.cancel()
+
+
+def _check_texts(texts: list[str], name_of: Callable[[int], str]) -> None:
+    """Raise InvalidInput for the first text that is empty, only whitespace, or holds a control character."""
+    for i, text in enumerate(texts):
+        if not text or text.isspace():
+            raise InvalidInput(f"{name_of(i)} is empty or only whitespace", param=name_of(i))
+        found = CONTROL_CHARS.search(text)
+        if found is not None:
+            raise InvalidInput(
+                f"{name_of(i)} holds the control character U+{ord(found.group()):04X} "
+                f"at position {found.start()}",
+                param=name_of(i),
+            )
 
 
 def _abandon(batcher: Batcher, job: Job, error: Exception) -> None:

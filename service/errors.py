@@ -19,6 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException
 
+from service.logs import current_request_id
 from service.schemas import NativeError, OpenAIError
 
 log = logging.getLogger("service.errors")
@@ -36,7 +37,18 @@ class ServiceError(Exception):
 
 
 class MalformedBody(ServiceError):
-    """The body is not JSON."""
+    """The body is not JSON (or not UTF-8, nests too deeply, or repeats a key)."""
+
+
+class BodyTooLarge(ServiceError):
+    """The body is larger than the service accepts."""
+
+
+class Unauthorized(ServiceError):
+    """No API key, or not one of the accepted keys."""
+
+    def __init__(self) -> None:
+        super().__init__("unauthorized")  # the same answer for a missing and a wrong key
 
 
 class InvalidInput(ServiceError):
@@ -87,6 +99,10 @@ class InferenceFailed(ServiceError):
     """The inference engine failed; the message stays generic, the log has the cause."""
 
 
+class InferenceTimedOut(ServiceError):
+    """The batch holding the request ran past the inference timeout."""
+
+
 @dataclass(frozen=True, slots=True)
 class ErrorSpec:
     """How one error kind is answered: status code, native `error_type`, OpenAI type and code."""
@@ -99,6 +115,8 @@ class ErrorSpec:
 
 ERROR_TABLE: dict[type[ServiceError], ErrorSpec] = {
     MalformedBody: ErrorSpec(400, "validation", "invalid_request_error", "invalid_json"),
+    Unauthorized: ErrorSpec(401, "unauthorized", "invalid_request_error", "invalid_api_key"),
+    BodyTooLarge: ErrorSpec(413, "too_large", "invalid_request_error", "body_too_large"),
     InvalidInput: ErrorSpec(422, "validation", "invalid_request_error", "invalid_value"),
     TooManyInputs: ErrorSpec(413, "too_large", "invalid_request_error", "too_many_inputs"),
     InputTooLong: ErrorSpec(413, "too_large", "invalid_request_error", "input_too_long"),
@@ -109,18 +127,30 @@ ERROR_TABLE: dict[type[ServiceError], ErrorSpec] = {
     DeadlineExceeded: ErrorSpec(504, "deadline_exceeded", "server_error", "timeout"),
     ClientGone: ErrorSpec(499, "client_closed", "invalid_request_error", "client_closed"),
     InferenceFailed: ErrorSpec(500, "backend", "server_error", "inference_failed"),
+    InferenceTimedOut: ErrorSpec(504, "inference_timeout", "server_error", "inference_timeout"),
 }
 
 # Errors every inference route may answer with, for the OpenAPI documentation.
 INFERENCE_ERRORS = (
     MalformedBody,
+    Unauthorized,
     InvalidInput,
+    BodyTooLarge,
     TooManyInputs,
     InputTooLong,
     Overloaded,
+    InferenceFailed,
     NotReady,
     DeadlineExceeded,
+    InferenceTimedOut,
 )
+# Headers some answers carry, for the OpenAPI documentation.
+RETRY_AFTER_DOC = {"description": "seconds to wait before retrying", "schema": {"type": "string"}}
+RESPONSE_HEADERS: dict[int, dict[str, Any]] = {
+    401: {"WWW-Authenticate": {"description": "`Bearer`", "schema": {"type": "string"}}},
+    429: {"Retry-After": RETRY_AFTER_DOC},
+    503: {"Retry-After": RETRY_AFTER_DOC},
+}
 
 
 def spec_of(error: ServiceError) -> ErrorSpec:
@@ -131,18 +161,26 @@ def spec_of(error: ServiceError) -> ErrorSpec:
     return ERROR_TABLE[InferenceFailed]
 
 
-def error_body(error: ServiceError, *, openai: bool) -> dict[str, Any]:
-    """The JSON body of `error` in the native or the OpenAI shape."""
+def error_body(
+    error: ServiceError, *, openai: bool, request_id: str | None = None
+) -> dict[str, Any]:
+    """The JSON body of `error` in the native or the OpenAI shape.
+
+    A server-side error (5xx) names the request id, which the service log carries too.
+    """
     spec = spec_of(error)
+    message = error.message
+    if spec.status >= 500 and request_id:
+        message = f"{message} (request id {request_id})"
     if openai:
         inner = {
-            "message": error.message,
+            "message": message,
             "type": spec.openai_type,
             "param": error.param,
             "code": spec.openai_code,
         }
         return {"error": inner}
-    return {"error": error.message, "error_type": spec.error_type}
+    return {"error": message, "error_type": spec.error_type}
 
 
 def error_response(error: ServiceError, *, openai: bool) -> Response:
@@ -152,10 +190,17 @@ def error_response(error: ServiceError, *, openai: bool) -> Response:
     retry_after = getattr(error, "retry_after", None)
     if retry_after is not None:
         headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
-    if isinstance(error, NotReady):
+    if isinstance(error, NotReady | BodyTooLarge):  # draining, or a body left unread
         headers["Connection"] = "close"
-    body = orjson.dumps(error_body(error, openai=openai))
+    if isinstance(error, Unauthorized):
+        headers["WWW-Authenticate"] = "Bearer"
+    body = orjson.dumps(error_body(error, openai=openai, request_id=current_request_id()))
     return Response(body, spec.status, headers, media_type="application/json")
+
+
+def is_openai_path(path: str) -> bool:
+    """Whether `path` belongs to the OpenAI-compatible API (errors in OpenAI's shape)."""
+    return path.startswith(OPENAI_PREFIX)
 
 
 def error_responses(*errors: type[ServiceError], openai: bool = False) -> dict[int | str, Any]:
@@ -167,6 +212,8 @@ def error_responses(*errors: type[ServiceError], openai: bool = False) -> dict[i
         entry = docs.setdefault(spec.status, {"model": model, "description": ""})
         line = (cls.__doc__ or cls.__name__).strip()
         entry["description"] = f"{entry['description']} {line}".strip()
+        if spec.status in RESPONSE_HEADERS:
+            entry["headers"] = RESPONSE_HEADERS[spec.status]
     return docs
 
 
@@ -179,14 +226,19 @@ def install_error_handlers(app: FastAPI) -> None:
 
 
 def _is_openai(request: Request) -> bool:
-    return request.url.path.startswith(OPENAI_PREFIX)
+    return is_openai_path(request.url.path)
 
 
 def _answer(request: Request, error: ServiceError) -> Response:
-    metrics = getattr(request.app.state, "metrics", None)
+    count_rejection(request.app.state, error)
+    return error_response(error, openai=_is_openai(request))
+
+
+def count_rejection(state: Any, error: ServiceError) -> None:
+    """Count `error` in `gensen_rejected_requests_total` of the app whose state is `state`."""
+    metrics = getattr(state, "metrics", None)
     if metrics is not None:
         metrics.rejected.labels(reason=spec_of(error).error_type).inc()
-    return error_response(error, openai=_is_openai(request))
 
 
 async def _on_service_error(request: Request, exc: Exception) -> Response:
@@ -202,8 +254,12 @@ async def _on_validation_error(request: Request, exc: Exception) -> Response:
 def validation_error(errors: Any) -> ServiceError:
     """The most telling pydantic error as a ServiceError naming the field and the reason."""
     errors = list(errors) or [{"type": "missing", "loc": ("body",), "msg": "invalid body"}]
-    if any(e.get("type") == "json_invalid" for e in errors):
-        return MalformedBody("body is not valid JSON", param=None)
+    for e in errors:
+        if e.get("type") == "json_invalid":
+            why = e.get("ctx", {}).get("error")
+            return MalformedBody(
+                f"body is not valid JSON: {why}" if why else "body is not valid JSON"
+            )
     # Union fields report one error per alternative; a wrong-type error is the least telling.
     first = next((e for e in errors if not str(e.get("type", "")).endswith("_type")), errors[0])
     field = _field_name(first.get("loc", ()))
@@ -236,9 +292,12 @@ async def _on_http_exception(request: Request, exc: Exception) -> Response:
 
 
 async def _on_unexpected(request: Request, exc: Exception) -> Response:
-    log.error(
-        "unexpected error",
-        exc_info=exc,
-        extra={"route": request.url.path, "method": request.method},
-    )
-    return _answer(request, InferenceFailed("internal error; see the service log"))
+    return unexpected_error_response(request.app.state, request.method, request.url.path, exc)
+
+
+def unexpected_error_response(state: Any, method: str, path: str, exc: BaseException) -> Response:
+    """Log an unexpected exception and answer 500 (generic message, with the request id)."""
+    log.error("unexpected error", exc_info=exc, extra={"route": path, "method": method})
+    error = InferenceFailed("internal error; see the service log")
+    count_rejection(state, error)
+    return error_response(error, openai=is_openai_path(path))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +30,8 @@ from service.tokenization import TextTokenizer
 
 log = logging.getLogger("service.runtime")
 WARM_UP_TEXTS = ["warm up", "a somewhat longer sentence to warm up the encoder with padding"]
+# Builds the engine of a bundle: `Engine` itself, or a test's engine (a failing one, a slow one).
+EngineFactory = Callable[..., Engine]
 
 
 @dataclass
@@ -49,12 +52,17 @@ class Runtime:
     started_at: float = field(default_factory=time.time)
 
     @classmethod
-    def start(cls, settings: Settings, metrics: Metrics) -> Runtime:
-        """Load the bundle, open the engine, warm it up and start the batcher (blocking)."""
+    def start(
+        cls, settings: Settings, metrics: Metrics, engine_factory: EngineFactory = Engine
+    ) -> Runtime:
+        """Load the bundle, open the engine, warm it up and start the batcher (blocking).
+
+        `engine_factory(bundle, provider=..., intra_op_threads=...)` builds the engine.
+        """
         began = time.perf_counter()
         bundle = load_bundle(settings.bundle)
         tokenizer = TextTokenizer(bundle.files["tokenizer"], bundle.max_tokens)
-        engine = Engine(
+        engine = engine_factory(
             bundle, provider=settings.provider, intra_op_threads=settings.intra_op_threads
         )
         sample = tokenizer.encode(WARM_UP_TEXTS).ids
@@ -124,6 +132,8 @@ class Runtime:
                 "max_wait_ms": s.max_wait_ms,
                 "queue_capacity": s.queue_capacity,
                 "request_timeout_s": s.request_timeout_s,
+                "inference_timeout_s": s.inference_timeout_s,
+                "max_body_bytes": s.max_body_bytes,
                 "step_cost_rows": round(self.batcher.limits.step_cost, 2),
             },
             "versions": {
@@ -144,6 +154,7 @@ def _batch_limits(settings: Settings, step_cost: float) -> BatchLimits:
         max_wait_s=settings.max_wait_ms / 1000,
         queue_capacity=settings.queue_capacity,
         step_cost=step_cost,
+        inference_timeout_s=settings.inference_timeout_s,
     )
 
 

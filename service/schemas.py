@@ -11,7 +11,9 @@ NliLabel = Literal["entailment", "neutral", "contradiction"]
 
 
 class _Request(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    # strict: JSON types are taken as they are (no "true" for true, no 3.0 for 3); unknown
+    # fields are ignored, as OpenAI clients send some this service has no use for.
+    model_config = ConfigDict(extra="ignore", strict=True)
 
 
 # Native routes (text-embeddings-inference shapes)
@@ -25,7 +27,7 @@ class EmbedRequest(_Request):
     truncate: bool = Field(True, description="cut inputs past the model's token limit (else 413)")
 
 
-class SimilarityInputs(BaseModel):
+class SimilarityInputs(_Request):
     """The texts of a similarity request."""
 
     source_sentence: str
@@ -51,7 +53,7 @@ class ParaphraseResult(BaseModel):
     probability: float
 
 
-class NliPair(BaseModel):
+class NliPair(_Request):
     """One premise and hypothesis."""
 
     premise: str

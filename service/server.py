@@ -61,9 +61,9 @@ class DrainingServer(uvicorn.Server):
             self.should_exit = True
 
 
-def serve(settings: Settings) -> None:
-    """Build the app for `settings` and serve it until a signal drains and stops it."""
-    app = build_app(settings)
+def serve(settings: Settings, app: FastAPI | None = None) -> None:
+    """Serve `app` (default: built for `settings`) until a signal drains and stops it."""
+    app = app or build_app(settings)
     config = uvicorn.Config(
         app,
         host=settings.host,

@@ -6,17 +6,20 @@ the environment, then the defaults. The defaults serve the bundled model on the 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Literal, Self
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_BUNDLE = REPO_ROOT / "models" / "gensen-base"
 
 Provider = Literal["auto", "cuda", "cpu"]
 LogLevel = Literal["debug", "info", "warning", "error"]
+# Lists are comma-separated in the environment and on the command line (JSON lists work too).
+CommaList = Annotated[list[str], NoDecode]
 
 
 class Settings(BaseSettings):
@@ -61,8 +64,51 @@ class Settings(BaseSettings):
     drain_timeout_s: float = Field(
         20.0, ge=0, description="on SIGTERM, longest wait for admitted work before exiting"
     )
+    max_body_bytes: int = Field(
+        4 * 1024 * 1024, ge=1024, description="largest request body, in bytes; past it 413"
+    )
+    inference_timeout_s: float = Field(
+        10.0, gt=0, description="longest one batch may run; past it its requests get 504"
+    )
+    api_key_hashes: CommaList = Field(
+        [],
+        repr=False,
+        description="SHA-256 hex digests of the accepted API keys (comma-separated); "
+        "when any is set, every route but /health and /ready needs `Authorization: Bearer KEY`",
+    )
+    api_key_file: Path | None = Field(
+        None, description="file of SHA-256 hex digests of API keys, one a line (# comments)"
+    )
+    metrics_port: int | None = Field(
+        None,
+        ge=1,
+        le=65535,
+        description="serve /metrics on this port instead, without keys (default: on the main "
+        "port, behind the key when keys are set)",
+    )
+    cors_origins: CommaList = Field(
+        [], description="origins allowed by CORS (comma-separated, * for any); default: CORS off"
+    )
     log_level: LogLevel = Field("info", description="log level of the JSON logs")
     access_log: bool = Field(False, description="log one JSON line per HTTP request")
+
+    @field_validator("api_key_hashes", "cors_origins", mode="before")
+    @classmethod
+    def _split_commas(cls, value: Any) -> Any:
+        """`a,b` -> ["a", "b"]; a JSON list or a repeated flag gives a list already."""
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _metrics_port_differs(self) -> Self:
+        """The metrics listener cannot share the API's port."""
+        if self.metrics_port == self.port:
+            raise ValueError(f"metrics_port must differ from port ({self.port})")
+        return self
 
     @model_validator(mode="after")
     def _queue_fits_a_request(self) -> Self:

@@ -7,6 +7,7 @@ special tokens; this module only loads it, truncates and reports what was cut.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,8 +63,20 @@ class TextTokenizer:
             truncated=[bool(encoding.overflowing) for encoding in encodings],
         )
 
-    async def encode_async(self, texts: list[str]) -> Encoded:
-        """`encode` without blocking the event loop on large requests."""
+    async def encode_async(
+        self, texts: list[str], check: Callable[[list[str]], None] | None = None
+    ) -> Encoded:
+        """`encode` without blocking the event loop on large requests.
+
+        `check(texts)`, when given, runs first, in the same place (on the loop or in the thread).
+        """
         if sum(len(text) for text in texts) <= INLINE_CHARS:
-            return self.encode(texts)
-        return await asyncio.to_thread(self.encode, texts)
+            return self._checked_encode(texts, check)
+        return await asyncio.to_thread(self._checked_encode, texts, check)
+
+    def _checked_encode(
+        self, texts: list[str], check: Callable[[list[str]], None] | None
+    ) -> Encoded:
+        if check is not None:
+            check(texts)
+        return self.encode(texts)

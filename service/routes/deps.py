@@ -12,9 +12,10 @@ from typing import Any, TypeVar
 
 import orjson
 from fastapi import Request, Response
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
-from service.errors import NotReady, validation_error
+from service.body import parse_body
+from service.errors import NotReady
 from service.runtime import Runtime
 
 JSON = "application/json"
@@ -32,10 +33,7 @@ def runtime_of(request: Request) -> Runtime:
 
 async def read_body(request: Request, model: type[Model]) -> Model:
     """The request's JSON body validated as `model` (InvalidInput or MalformedBody if not)."""
-    try:
-        return model.model_validate_json(await request.body())
-    except ValidationError as exc:
-        raise validation_error(exc.errors(include_url=False, include_input=False)) from None
+    return await parse_body(await request.body(), model)
 
 
 def json_body(model: type[BaseModel]) -> dict[str, Any]:

@@ -11,7 +11,14 @@ import base64
 import numpy as np
 from fastapi import APIRouter, Request, Response
 
-from service.errors import INFERENCE_ERRORS, InvalidInput, ModelNotFound, error_responses
+from service.errors import (
+    INFERENCE_ERRORS,
+    InvalidInput,
+    ModelNotFound,
+    NotReady,
+    Unauthorized,
+    error_responses,
+)
 from service.heads import truncate_dims
 from service.routes.deps import json_body, json_response, read_body, runtime_of
 from service.schemas import OpenAIEmbeddingRequest, OpenAIEmbeddingResponse, OpenAIModelList
@@ -53,7 +60,12 @@ async def create_embeddings(request: Request) -> Response:
     )
 
 
-@router.get("/models", response_model=OpenAIModelList, summary="The served model (OpenAI API)")
+@router.get(
+    "/models",
+    response_model=OpenAIModelList,
+    responses=error_responses(Unauthorized, NotReady, openai=True),
+    summary="The served model (OpenAI API)",
+)
 async def list_models(request: Request) -> Response:
     """One entry: the served model's name."""
     runtime = runtime_of(request)

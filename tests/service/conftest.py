@@ -19,10 +19,27 @@ import pytest
 from fastapi import FastAPI
 
 from service.app import build_app
+from service.engine import Engine
+from service.runtime import EngineFactory
 from service.settings import Settings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 AppClient = Callable[..., contextlib.AbstractAsyncContextManager[httpx.AsyncClient]]
+FIGURES: dict[str, str] = {}  # measured figures, printed at the end of the run
+
+
+def report_figure(name: str, value: object) -> None:
+    """Keep a measured figure for the summary at the end of the test run (and print it now)."""
+    FIGURES[name] = str(value)
+    print(f"{name}: {value}")
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Print the figures the robustness, load and soak tests measured."""
+    if FIGURES:
+        terminalreporter.section("service figures")
+        for name, value in FIGURES.items():
+            terminalreporter.write_line(f"{name}: {value}")
 
 
 @pytest.fixture
@@ -46,8 +63,10 @@ def app_client(settings: Callable[..., Settings]) -> AppClient:
     """`async with app_client(**settings) as client:` an httpx client on a started app."""
 
     @contextlib.asynccontextmanager
-    async def serve(**overrides: Any) -> AsyncIterator[httpx.AsyncClient]:
-        app = build_app(settings(**overrides))
+    async def serve(
+        engine_factory: EngineFactory = Engine, **overrides: Any
+    ) -> AsyncIterator[httpx.AsyncClient]:
+        app = build_app(settings(**overrides), engine_factory=engine_factory)
         async with app.router.lifespan_context(app):
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
@@ -79,12 +98,12 @@ def free_port() -> int:
 class ServiceProcess:
     """`python -m service` running in a subprocess on a free loopback port."""
 
-    def __init__(self, bundle: Path, *args: str) -> None:
+    def __init__(self, bundle: Path, *args: str, env: dict[str, str] | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         command = [sys.executable, "-m", "service", "--bundle", str(bundle)]
         command += ["--port", str(self.port), "--provider", "cpu", *args]
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         # a file, not a pipe: a full pipe would block the server; closed with the process
         self.log = tempfile.TemporaryFile()  # noqa: SIM115
         self.proc = subprocess.Popen(

@@ -11,7 +11,13 @@ import numpy as np
 import pytest
 
 from service.batcher import Batcher, BatchLimits
-from service.errors import DeadlineExceeded, InferenceFailed, NotReady, Overloaded
+from service.errors import (
+    DeadlineExceeded,
+    InferenceFailed,
+    InferenceTimedOut,
+    NotReady,
+    Overloaded,
+)
 
 pytestmark = pytest.mark.anyio
 PAD = 0
@@ -230,6 +236,26 @@ async def test_engine_failure_fails_the_batch_and_the_worker_goes_on() -> None:
         batcher.stop()
     np.testing.assert_array_equal(got, expected([[1, 2]]))
     assert batcher.unfinished == 0
+
+
+async def test_a_stuck_batch_times_out_and_the_worker_goes_on(engine: FakeEngine) -> None:
+    batcher = started(engine, max_wait_s=0.0, inference_timeout_s=0.3)
+    try:
+        engine.gate.clear()  # the engine hangs
+        stuck = batcher.submit([[1, 2], [3]], FAR, request_id="r-1")
+        start = time.monotonic()
+        with pytest.raises(InferenceTimedOut):
+            await stuck.future
+        waited = time.monotonic() - start
+        assert "past its timeout" in (batcher.problem() or "")
+        assert batcher.unfinished == 0  # answered: a drain does not wait for it
+        engine.gate.set()  # the run returns at last; its rows are thrown away
+        got = await batcher.submit([[4, 5]], FAR).future
+        assert batcher.problem() is None
+    finally:
+        batcher.stop()
+    assert 0.25 < waited < 1.0
+    np.testing.assert_array_equal(got, expected([[4, 5]]))
 
 
 async def test_no_wait_at_low_load(engine: FakeEngine) -> None:

@@ -7,16 +7,20 @@ import pytest
 
 from service.errors import (
     ERROR_TABLE,
+    InferenceFailed,
     InputTooLong,
+    InvalidInput,
     MalformedBody,
     NotReady,
     Overloaded,
     ServiceError,
+    Unauthorized,
     error_body,
     error_response,
     error_responses,
     validation_error,
 )
+from service.logs import reset_request_id, set_request_id
 from service.schemas import NativeError, OpenAIError
 
 
@@ -68,10 +72,36 @@ def test_validation_error_names_the_field() -> None:
     assert isinstance(validation_error([{"type": "json_invalid", "loc": ()}]), MalformedBody)
 
 
+def test_security_and_fault_entries() -> None:
+    statuses = {cls.__name__: spec.status for cls, spec in ERROR_TABLE.items()}
+    assert statuses["Unauthorized"] == 401
+    assert statuses["BodyTooLarge"] == 413
+    assert statuses["InferenceFailed"] == 500
+    assert statuses["InferenceTimedOut"] == 504
+    unauthorized = error_response(Unauthorized(), openai=False)
+    assert unauthorized.headers["www-authenticate"] == "Bearer"
+    assert orjson.loads(unauthorized.body) == {
+        "error": "unauthorized",
+        "error_type": "unauthorized",
+    }
+
+
+def test_server_errors_name_the_request_id() -> None:
+    token = set_request_id("abc")
+    try:
+        failed = error_body(InferenceFailed("inference failed"), openai=True, request_id="abc")
+        refused = error_response(InvalidInput("inputs: bad"), openai=False)
+    finally:
+        reset_request_id(token)
+    assert failed["error"]["message"] == "inference failed (request id abc)"
+    assert orjson.loads(refused.body)["error"] == "inputs: bad"  # a client error: no id needed
+
+
 def test_openapi_responses_come_from_the_table() -> None:
     docs = error_responses(Overloaded, NotReady, openai=True)
     assert set(docs) == {429, 503}
     assert docs[429]["model"] is OpenAIError
+    assert "Retry-After" in docs[429]["headers"]
 
 
 def test_unknown_service_error_falls_back_to_500() -> None:

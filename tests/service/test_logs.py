@@ -7,7 +7,7 @@ import sys
 
 import orjson
 
-from service.logs import JsonFormatter, log_config
+from service.logs import JsonFormatter, log_config, reset_request_id, set_request_id
 
 
 def record(
@@ -52,3 +52,14 @@ def test_config_covers_service_and_uvicorn() -> None:
     loggers = log_config("warning")["loggers"]
     assert loggers["service"]["level"] == "WARNING"
     assert {"uvicorn", "uvicorn.access", "uvicorn.error"} <= set(loggers)
+
+
+def test_lines_written_for_a_request_carry_its_id() -> None:
+    token = set_request_id("req-42")
+    try:
+        inside = orjson.loads(JsonFormatter().format(record("service.embedder", "something")))
+    finally:
+        reset_request_id(token)
+    outside = orjson.loads(JsonFormatter().format(record("service.embedder", "something")))
+    assert inside["request_id"] == "req-42"
+    assert "request_id" not in outside

@@ -50,10 +50,42 @@ def test_flag_wins_over_environment(monkeypatch: pytest.MonkeyPatch) -> None:
         "request_timeout_s",
         "drain_timeout_s",
         "log_level",
+        "max_body_bytes",
+        "inference_timeout_s",
+        "api_key_hashes",
+        "api_key_file",
+        "metrics_port",
+        "cors_origins",
     ],
 )
 def test_every_issue_setting_exists(field: str) -> None:
     assert field in Settings.model_fields
+
+
+def test_lists_are_comma_separated_or_json(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GENSEN_CORS_ORIGINS", "https://a.example, https://b.example")
+    monkeypatch.setenv("GENSEN_API_KEY_HASHES", '["aa", "bb"]')
+    settings = settings_from_cli([])
+    assert settings.cors_origins == ["https://a.example", "https://b.example"]
+    assert settings.api_key_hashes == ["aa", "bb"]
+    assert settings_from_cli(["--cors-origins", "*"]).cors_origins == ["*"]
+
+
+def test_security_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in [n for n in __import__("os").environ if n.startswith("GENSEN_")]:
+        monkeypatch.delenv(name)
+    settings = settings_from_cli([])
+    assert settings.api_key_hashes == []  # keys off
+    assert settings.api_key_file is None
+    assert settings.cors_origins == []  # CORS off
+    assert settings.metrics_port is None  # /metrics on the main port
+    assert settings.max_body_bytes == 4 * 1024 * 1024
+    assert "api_key_hashes" not in repr(Settings(api_key_hashes=["ab" * 32]))
+
+
+def test_metrics_port_must_differ() -> None:
+    with pytest.raises(ValidationError, match="metrics_port"):
+        Settings(port=9000, metrics_port=9000)
 
 
 def test_bad_values_are_refused() -> None:

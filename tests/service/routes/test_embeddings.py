@@ -101,7 +101,10 @@ async def test_bad_input_names_the_field(
 async def test_malformed_json_is_400(client: httpx.AsyncClient) -> None:
     response = await client.post("/embed", content=b'{"inputs": ')
     assert response.status_code == 400
-    assert response.json() == {"error": "body is not valid JSON", "error_type": "validation"}
+    assert response.json() == {
+        "error": "body is not valid JSON: EOF while parsing a value at line 1 column 11",
+        "error_type": "validation",
+    }
 
 
 async def test_request_limits_are_413(app_client: AppClient) -> None:

@@ -1,0 +1,98 @@
+"""A request's rows on their way through the batcher, and how its answer crosses back.
+
+The batcher's worker thread computes rows; each job's future belongs to the event loop that
+submitted it, so answers are handed over with `call_soon_threadsafe`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+LOGGED_REQUEST_IDS = 16  # a failure's log line names at most this many requests
+
+
+class Job:
+    """One request's rows on their way through the batcher; `future` gets [rows, dim]."""
+
+    __slots__ = (
+        "closed",
+        "deadline",
+        "enqueued",
+        "future",
+        "left",
+        "loop",
+        "out",
+        "pending",
+        "pending_tokens",
+        "request_id",
+        "rows",
+        "started",
+    )
+
+    def __init__(
+        self, rows: Sequence[Sequence[int]], deadline: float, request_id: str | None = None
+    ) -> None:
+        self.rows = rows
+        self.deadline = deadline
+        self.request_id = request_id
+        self.enqueued = time.monotonic()
+        self.loop = asyncio.get_running_loop()
+        self.future: asyncio.Future[np.ndarray] = self.loop.create_future()
+        self.out: np.ndarray | None = None
+        self.left = len(rows)  # rows not computed yet
+        self.pending = len(rows)  # rows not yet taken into a batch
+        self.pending_tokens = sum(len(row) for row in rows)
+        self.closed = False  # finished, failed or cancelled: no more work for it
+        self.started = False
+
+
+@dataclass(slots=True)
+class Row:
+    """One input of a job, as queued: row `index` of `job`, `length` tokens long."""
+
+    job: Job
+    index: int
+    length: int
+
+
+def request_ids(rows: list[Row]) -> list[str]:
+    """The ids of the requests `rows` belong to, for a log line (at most LOGGED_REQUEST_IDS)."""
+    ids = dict.fromkeys(row.job.request_id for row in rows if row.job.request_id)
+    return [i for i in ids if i is not None][:LOGGED_REQUEST_IDS]
+
+
+def settle(jobs: list[Job]) -> None:
+    """Resolve the futures of finished `jobs` with their rows, on their own loops (any thread)."""
+    groups: dict[asyncio.AbstractEventLoop, list[Job]] = {}
+    for job in jobs:
+        groups.setdefault(job.loop, []).append(job)
+    for loop, group in groups.items():
+        _call_soon(loop, _set_results, group)
+
+
+def settle_error(job: Job, error: Exception) -> None:
+    """Fail the future of `job` with `error`, on its own loop (any thread)."""
+    _call_soon(job.loop, _set_error, job, error)
+
+
+def _call_soon(loop: asyncio.AbstractEventLoop, callback: Any, *args: Any) -> None:
+    with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits for the answer
+        loop.call_soon_threadsafe(callback, *args)
+
+
+def _set_results(jobs: list[Job]) -> None:
+    for job in jobs:
+        if not job.future.done():
+            job.future.set_result(job.out)
+
+
+def _set_error(job: Job, error: Exception) -> None:
+    if not job.future.done():
+        job.future.set_exception(error)
