@@ -21,12 +21,12 @@ from pathlib import Path
 import numpy as np
 import onnx
 import torch
-from onnx import TensorProto, helper, numpy_helper
 from tokenizers import Tokenizer
 from torch import nn
 
 from models.config import TrainConfig
 from models.encoder import PAD_ID, GensenEncoder
+from models.onnx_graph import build_encoder_graph
 from models.vocabulary import pad_batch
 
 OPSET = 17
@@ -42,10 +42,8 @@ FILES = {
 
 @contextmanager
 def _quiet_legacy_exporter():
-    """Silence two warnings that do not apply: h0 is built from the input's batch size, and the
-    legacy exporter is chosen on purpose (see export_encoder)."""
+    """The TorchScript-based exporter is chosen on purpose (see _to_onnx); hide its notice."""
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*batch_size other than 1.*")
         warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*")
         yield
 
@@ -60,29 +58,9 @@ def round_embeddings_to_half(encoder: GensenEncoder) -> None:
         encoder.src_embedding.weight.copy_(encoder.src_embedding.weight.half().float())
 
 
-def _store_embedding_as_half(model: onnx.ModelProto, name: str) -> None:
-    """Turn the float32 initializer `name` into float16, with a Cast after each Gather on it."""
-    graph = model.graph
-    init = next(i for i in graph.initializer if i.name == name)
-    init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init).astype(np.float16), name))
-    nodes = []
-    for original in graph.node:
-        node = onnx.NodeProto()
-        node.CopyFrom(original)
-        nodes.append(node)
-        if node.op_type == "Gather" and node.input[0] == name:
-            gathered = node.output[0]
-            node.output[0] = f"{gathered}_half"
-            nodes.append(
-                helper.make_node("Cast", [node.output[0]], [gathered], to=TensorProto.FLOAT)
-            )
-    del graph.node[:]
-    graph.node.extend(nodes)
-
-
 def _to_onnx(module: nn.Module, args: tuple, path: Path, inputs: list[str], axes: dict) -> None:
-    """torch -> ONNX with the legacy exporter: torch 2.13's dynamo exporter keeps the dynamic
-    sequence axis of a GRU graph only for the first export in a process."""
+    """torch -> ONNX (the pair heads) with the TorchScript-based exporter, which keeps the
+    dynamic batch axis without a torch.export trace."""
     with _quiet_legacy_exporter():
         torch.onnx.export(
             module.eval(),
@@ -97,26 +75,12 @@ def _to_onnx(module: nn.Module, args: tuple, path: Path, inputs: list[str], axes
 
 
 def export_encoder(encoder: GensenEncoder, path: Path) -> None:
-    """encoder.onnx: input_ids int64 [batch, seq], lengths int64 [batch] -> embeddings [batch, dim]."""
+    """encoder.onnx: input_ids int64 [batch, seq], lengths int64 [batch] -> embeddings [batch, dim].
+
+    Built directly around ONNX's bidirectional GRU (models.onnx_graph) rather than traced.
+    """
     round_embeddings_to_half(encoder)
-    ids, lengths = torch.full((2, 5), 4, dtype=torch.int64), torch.tensor([5, 3])
-    axes = {
-        "input_ids": {0: "batch", 1: "seq"},
-        "lengths": {0: "batch"},
-        "embeddings": {0: "batch"},
-    }
-    _to_onnx(encoder, (ids, lengths), path, ["input_ids", "lengths"], axes)
-    model = onnx.load(str(path))
-    _store_embedding_as_half(model, _embedding_initializer(model))
-    onnx.checker.check_model(model)
-    onnx.save(model, str(path))
-
-
-def _embedding_initializer(model: onnx.ModelProto) -> str:
-    names = {i.name for i in model.graph.initializer}
-    return next(
-        n.input[0] for n in model.graph.node if n.op_type == "Gather" and n.input[0] in names
-    )
+    onnx.save(build_encoder_graph(encoder.eval()), str(path))
 
 
 def export_head(head: nn.Module, dim: int, path: Path) -> None:

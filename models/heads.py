@@ -60,7 +60,8 @@ def fit_head(
 
 
 def fit_served_heads(embed, heads, root, fit: HeadFit, seed: int) -> dict[str, float]:
-    """Refit `heads["nli"]` and `heads["paraphrase"]` on vectors from `embed(sentences)`."""
+    """Replace `heads["nli"]` and `heads["paraphrase"]` with fresh heads fitted on vectors from
+    `embed(sentences)`; fresh and seeded, so a rerun gives the same heads."""
     from models.tasks import paraphrase_pairs
 
     sources = {
@@ -72,6 +73,11 @@ def fit_served_heads(embed, heads, root, fit: HeadFit, seed: int) -> dict[str, f
         vectors = embed([p[0] for p in pairs] + [p[1] for p in pairs])
         u, v = vectors[: len(pairs)], vectors[len(pairs) :]
         labels = np.array([p[2] for p in pairs])
+        old = heads[name]
+        torch.manual_seed(seed)
+        heads[name] = PairClassifier(
+            u.shape[1], old.layers[-1].out_features, old.layers[1].out_features
+        )
         scores[name] = round(100 * fit_head(heads[name], u, v, labels, fit, seed), 2)
         log.info("head %s: held-out accuracy %.2f", name, scores[name])
     return scores
