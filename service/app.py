@@ -28,7 +28,7 @@ from service.metrics import Metrics, MetricsMiddleware, serve_metrics
 from service.middleware import BodyLimitMiddleware, JsonBodyMiddleware, RequestContextMiddleware
 from service.routes import ROUTERS
 from service.runtime import EngineFactory, Runtime
-from service.schemas import REQUEST_MODELS
+from service.schemas import REQUEST_MODELS, with_limits
 from service.settings import Settings
 
 log = logging.getLogger("service.app")
@@ -117,7 +117,8 @@ def _serve_metrics(settings: Settings, metrics: Metrics) -> Callable[[], None]:
 
 def _openapi(app: FastAPI, keys_required: bool) -> dict[str, Any]:
     """FastAPI's document plus the request schemas (the routes parse their bodies themselves)
-    and, when keys are required, the bearer scheme on every route but the open ones."""
+    with the configured limits, and, when keys are required, the bearer scheme on every route
+    but the open ones. Kept once the model is loaded (its dimension bounds `dimensions`)."""
     if app.openapi_schema is None:
         schema = get_openapi(
             title=app.title, version=app.version, description=app.description, routes=app.routes
@@ -126,13 +127,19 @@ def _openapi(app: FastAPI, keys_required: bool) -> dict[str, Any]:
             [(model, "validation") for model in REQUEST_MODELS],
             ref_template="#/components/schemas/{model}",
         )
+        settings: Settings = app.state.settings
+        runtime = getattr(app.state, "runtime", None)
+        dim = runtime.bundle.dim if runtime is not None else None
+        limited = with_limits(defs["$defs"], settings.max_inputs, settings.max_input_chars, dim)
         components = schema.setdefault("components", {})
-        components.setdefault("schemas", {}).update(defs["$defs"])
+        components.setdefault("schemas", {}).update(limited)
         if keys_required:
             components["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
             schema["security"] = [{"bearer": []}]
             for path in OPEN_PATHS:
                 for operation in schema["paths"].get(path, {}).values():
                     operation["security"] = []
+        if runtime is None:
+            return schema
         app.openapi_schema = schema
     return app.openapi_schema

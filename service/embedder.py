@@ -26,13 +26,14 @@ from service.errors import (
 )
 from service.jobs import Job
 from service.logs import current_request_id
+from service.schemas import CONTROL_CLASS
 from service.tokenization import Encoded, TextTokenizer
 
 Disconnected = Callable[[], Awaitable[Any]]
 WATCH_AFTER_S = 0.1  # a request still waiting after this long starts watching its connection
 # Control characters (Unicode category Cc) other than tab, line feed, vertical tab, form feed
 # and carriage return, which real text holds: an input with one is refused, not guessed at.
-CONTROL_CHARS = re.compile("[\x00-\x08\x0e-\x1f\x7f-\x9f]")
+CONTROL_CHARS = re.compile(f"[{CONTROL_CLASS}]")
 
 
 @dataclass(frozen=True, slots=True)

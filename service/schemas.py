@@ -1,4 +1,9 @@
-"""Request and response models of the API (pydantic); the OpenAPI schema is generated from them."""
+"""Request and response models of the API (pydantic); the OpenAPI schema is generated from them.
+
+A text's schema states what the service takes: not empty, not only whitespace, no control
+characters other than tab and line breaks (checked by `service.embedder`, whose messages say
+which input is at fault). `with_limits` adds the configured counts and lengths to the schemas.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,13 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-Texts = Annotated[list[str], Field(min_length=1)]
+# Control characters refused in texts (Unicode Cc but tab, line feed, vertical tab, form feed,
+# carriage return), as a regular-expression class; the embedder uses the same one.
+CONTROL_CLASS = "\\x00-\\x08\\x0e-\\x1f\\x7f-\\x9f"
+TEXT_PATTERN = f"^[^{CONTROL_CLASS}]*[^\\s{CONTROL_CLASS}][^{CONTROL_CLASS}]*$"
+TEXT_SCHEMA = {"minLength": 1, "pattern": TEXT_PATTERN}
+Text = Annotated[str, Field(json_schema_extra=TEXT_SCHEMA)]
+Texts = Annotated[list[Text], Field(min_length=1)]
 NliLabel = Literal["entailment", "neutral", "contradiction"]
 
 
@@ -22,7 +33,7 @@ class _Request(BaseModel):
 class EmbedRequest(_Request):
     """POST /embed."""
 
-    inputs: str | Texts = Field(description="one text or a list of texts")
+    inputs: Text | Texts = Field(description="one text or a list of texts")
     normalize: bool = Field(True, description="scale each vector to unit length")
     truncate: bool = Field(True, description="cut inputs past the model's token limit (else 413)")
 
@@ -30,7 +41,7 @@ class EmbedRequest(_Request):
 class SimilarityInputs(_Request):
     """The texts of a similarity request."""
 
-    source_sentence: str
+    source_sentence: Text
     sentences: Texts
 
 
@@ -43,7 +54,7 @@ class SimilarityRequest(_Request):
 class ParaphraseRequest(_Request):
     """POST /paraphrase."""
 
-    pairs: Annotated[list[tuple[str, str]], Field(min_length=1)]
+    pairs: Annotated[list[tuple[Text, Text]], Field(min_length=1)]
 
 
 class ParaphraseResult(BaseModel):
@@ -56,8 +67,8 @@ class ParaphraseResult(BaseModel):
 class NliPair(_Request):
     """One premise and hypothesis."""
 
-    premise: str
-    hypothesis: str
+    premise: Text
+    hypothesis: Text
 
 
 class NliRequest(_Request):
@@ -79,13 +90,21 @@ class NliResult(BaseModel):
 class OpenAIEmbeddingRequest(_Request):
     """POST /v1/embeddings, as OpenAI's API takes it."""
 
-    input: str | Texts = Field(description="one text or a list of texts (token arrays: not taken)")
+    input: Text | Texts = Field(description="one text or a list of texts (token arrays: not taken)")
     model: str | None = Field(None, description="must be the served model's name when given")
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = Field(
         None, ge=1, description="keep the first `dimensions` values, then re-normalise"
     )
     user: str | None = None
+
+    @field_validator("dimensions", mode="before")
+    @classmethod
+    def _integral_number(cls, value: Any) -> Any:
+        """JSON Schema counts 8.0 as an integer; so does this field (8.5 stays refused)."""
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        return value
 
     @field_validator("input", mode="before")
     @classmethod
@@ -187,3 +206,23 @@ REQUEST_MODELS: tuple[type[BaseModel], ...] = (
     NliRequest,
     OpenAIEmbeddingRequest,
 )
+
+
+def with_limits(schema: Any, max_inputs: int, max_chars: int, dim: int | None) -> Any:
+    """`schema` (request JSON schemas) with the configured limits stated: at most `max_inputs`
+    items in a list, `max_chars` characters in a text, `dimensions` up to `dim` when known."""
+    if isinstance(schema, list):
+        return [with_limits(item, max_inputs, max_chars, dim) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {key: with_limits(value, max_inputs, max_chars, dim) for key, value in schema.items()}
+    if out.get("type") == "array" and "maxItems" not in out:
+        out["maxItems"] = max_inputs
+    if out.get("pattern") == TEXT_PATTERN:
+        out["maxLength"] = max_chars
+    dimensions = out.get("properties", {}).get("dimensions")
+    if dim is not None and dimensions is not None:
+        for option in dimensions.get("anyOf", [dimensions]):
+            if option.get("type") == "integer":
+                option["maximum"] = dim
+    return out

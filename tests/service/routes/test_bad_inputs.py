@@ -296,6 +296,7 @@ async def test_a_chunked_body_over_the_limit_is_413(limited: httpx.AsyncClient) 
         ("/embed", {"inputs": TOKENS_OVER, "truncate": True}),
         ("/embed", {"inputs": "tab\tand\nnew line\r\n and form\x0cfeed"}),
         ("/v1/embeddings", {"input": "a", "dimensions": 8}),
+        ("/v1/embeddings", {"input": "a", "dimensions": 8.0}),  # an integer, to JSON Schema
         ("/nli", {"pairs": [{"premise": "é 😀", "hypothesis": "<s> </s>"}]}),
     ],
 )
@@ -313,6 +314,17 @@ async def test_truncate_true_cuts_what_truncate_false_refuses(app_client: AppCli
     assert cut.status_code == 200
     assert cut.json() == first_32.json()
     assert refused.status_code == 413
+
+
+async def test_the_document_states_the_limits(limited: httpx.AsyncClient) -> None:
+    schemas = (await limited.get("/openapi.json")).json()["components"]["schemas"]
+    inputs = schemas["EmbedRequest"]["properties"]["inputs"]["anyOf"]
+    text, texts = inputs
+    assert (text["minLength"], text["maxLength"]) == (1, 100)
+    assert texts["maxItems"] == 4
+    assert schemas["NliRequest"]["properties"]["pairs"]["maxItems"] == 4
+    dimensions = schemas["OpenAIEmbeddingRequest"]["properties"]["dimensions"]["anyOf"][0]
+    assert (dimensions["minimum"], dimensions["maximum"]) == (1, 32)
 
 
 async def test_the_service_still_serves_after_the_whole_table(
