@@ -30,10 +30,13 @@ $(TRAIN_STAMP): $(STAMP) requirements-train.txt
 run: install  ## serve the bundled model on $(HOST):$(PORT)
 	$(BIN)/python -m service --host $(HOST) --port $(PORT)
 
-test: install  ## lint, then the whole test suite
+test: install  ## lint, then the whole test suite but the long soak (pyproject: -m "not soak")
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest
+
+soak: install  ## the long soak: GENSEN_SOAK_SECONDS (default 900) of mixed traffic, RSS sampled
+	$(BIN)/python -m pytest -m soak tests/service/load/test_soak.py
 
 lint:
 	$(BIN)/ruff check .

@@ -161,16 +161,26 @@ class Batcher:
             await asyncio.sleep(0.01)
         return not self._unfinished
 
+    def fail_queued(self, error: Exception) -> int:
+        """Answer every job that still has rows waiting with `error` (the batch running now
+        finishes); the number of jobs failed."""
+        failed = 0
+        with self._cond:
+            for row in self._queue:
+                if not row.job.closed:
+                    self._fail(row.job, error)
+                    failed += 1
+            self._queue.clear()
+        self._observe_depth()
+        return failed
+
     def stop(self, timeout: float = 5.0) -> None:
         """Stop admitting, fail what is still queued with NotReady, and end the worker thread."""
         with self._cond:
             self._admitting = False
             self._stopping = True
-            for row in self._queue:
-                if not row.job.closed:
-                    self._fail(row.job, NotReady("the service stopped before computing this"))
-            self._queue.clear()
             self._cond.notify_all()
+        self.fail_queued(NotReady("the service stopped before computing this"))
         self._watchdog.stop(timeout)
         if self._thread.is_alive():
             self._thread.join(timeout)

@@ -22,6 +22,7 @@ from service.batcher import Batcher, BatchLimits
 from service.bundle import Bundle, load_bundle
 from service.embedder import Embedder, RequestLimits
 from service.engine import Engine, runtime_version
+from service.errors import NotReady
 from service.heads import PairHeads
 from service.metrics import Metrics
 from service.planner import measure_step_cost
@@ -98,7 +99,8 @@ class Runtime:
         return runtime
 
     async def drain(self, timeout: float) -> bool:
-        """Turn not-ready, refuse new work with 503, and wait up to `timeout` s for admitted work."""
+        """Turn not-ready, refuse new work with 503, and wait up to `timeout` s for admitted work;
+        what is still queued then is answered 503."""
         if not self.draining:
             log.info("draining", extra={"unfinished": self.batcher.unfinished})
         self.draining = True
@@ -106,7 +108,9 @@ class Runtime:
         self.batcher.stop_admitting()
         done = await self.batcher.wait_idle(timeout)
         if not done:
-            log.warning("drain timed out", extra={"unfinished": self.batcher.unfinished})
+            # answered now with 503 (retry elsewhere), not cut off later by the server's shutdown
+            failed = self.batcher.fail_queued(NotReady("shutting down: not computed in time"))
+            log.warning("drain timed out", extra={"unfinished": failed})
         return done
 
     def stop(self) -> None:

@@ -224,6 +224,27 @@ async def test_stop_fails_what_is_still_queued(engine: FakeEngine) -> None:
         await queued.future
 
 
+async def test_fail_queued_answers_what_waits_and_lets_the_running_batch_finish(
+    engine: FakeEngine,
+) -> None:
+    batcher = started(engine, max_batch_rows=1, max_wait_s=0.0)
+    try:
+        engine.gate.clear()
+        running = batcher.submit([[1, 2]], FAR)
+        assert await asyncio.to_thread(engine.entered.wait, 5)
+        waiting = [batcher.submit([[3]], FAR), batcher.submit([[4], [5]], FAR)]
+        assert batcher.fail_queued(NotReady("shutting down")) == 2
+        engine.gate.set()
+        got = await running.future
+        for job in waiting:
+            with pytest.raises(NotReady):
+                await job.future
+    finally:
+        batcher.stop()
+    np.testing.assert_array_equal(got, expected([[1, 2]]))
+    assert batcher.unfinished == 0
+
+
 async def test_engine_failure_fails_the_batch_and_the_worker_goes_on() -> None:
     engine = FakeEngine(fail=True)
     batcher = started(engine, max_wait_s=0.0)
