@@ -82,6 +82,6 @@ HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/health' % os.environ.get('GENSEN_PORT', '8080'), timeout=4)"]
 
 # Arguments after the image name are flags of `python -m service`, exactly as in a local run,
-# e.g. `docker run IMAGE --provider cpu --max-batch-tokens 8192`.
+# e.g. `docker run IMAGE --provider cpu --batch-tokens 8192`.
 ENTRYPOINT ["python", "-m", "service"]
 CMD []
