@@ -34,23 +34,23 @@ from pathlib import Path
 import httpx
 import numpy as np
 
+from models.data import data_root, read_stsb
 from service.bundle import load_bundle
 from service.engine import Engine
 from service.settings import DEFAULT_BUNDLE, REPO_ROOT, Settings
 from service.tokenization import TextTokenizer
 
-STSB_DEV = Path(os.environ.get("GENSEN_DATA", "/work/shared/data")) / "sts/stsb/sts-dev.csv"
 BATCH_SIZES = (1, 8, 16, 32, 64, 128)
 CONTENT_LENGTH = re.compile(rb"content-length:\s*(\d+)", re.IGNORECASE)
 
 
 def load_sentences(limit: int = 3000) -> list[str]:
-    """STS-B dev sentences (columns 6 and 7), shuffled; generated ones if the file is absent."""
+    """STS-B dev sentences (the shared data folder, see models.data), shuffled; generated ones
+    if the data is absent."""
     rng = random.Random(0)
-    if STSB_DEV.is_file():
-        sentences = []
-        for line in STSB_DEV.read_text(encoding="utf-8").splitlines():
-            sentences += [s for s in line.split("\t")[5:7] if s.strip()]
+    root = data_root()
+    if (root / "sts" / "stsb" / "sts-dev.csv").is_file():
+        sentences = [s for pair in read_stsb(root, "dev") for s in (pair.a, pair.b)]
     else:
         words = "a man woman dog cat is are playing riding eating on in the park street guitar"
         vocab = words.split()

@@ -26,10 +26,9 @@ from torch import nn
 
 from models.config import TrainConfig
 from models.encoder import PAD_ID, GensenEncoder
-from models.onnx_graph import build_encoder_graph
+from models.onnx_graph import OPSET, build_encoder_graph
 from models.vocabulary import pad_batch
 
-OPSET = 17
 NLI_LABELS = ["entailment", "neutral", "contradiction"]
 PARAPHRASE_LABELS = ["not_paraphrase", "paraphrase"]
 FILES = {

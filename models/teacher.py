@@ -18,6 +18,8 @@ import onnxruntime as ort
 from tokenizers import Tokenizer
 from tqdm import tqdm
 
+from models.vocabulary import pad_batch
+
 TEACHER_NAME = "paraphrase-MiniLM-L3-v2"
 _TOKEN_STATES = "onnx::Shape_422"  # [batch, seq, 384] last hidden state of the exported graph
 log = logging.getLogger(__name__)
@@ -55,12 +57,8 @@ class Teacher:
         batches = range(0, len(order), batch_size)
         for start in tqdm(batches, desc="teacher", unit="batch", disable=not progress):
             rows = order[start : start + batch_size]
-            width = max(len(encodings[i].ids) for i in rows)
-            ids = np.zeros((len(rows), width), dtype=np.int64)
-            mask = np.zeros_like(ids)
-            for j, i in enumerate(rows):
-                n = len(encodings[i].ids)
-                ids[j, :n], mask[j, :n] = encodings[i].ids, 1
+            ids, lengths = pad_batch([encodings[i].ids for i in rows], pad_id=0)
+            mask = (np.arange(ids.shape[1]) < lengths[:, None]).astype(np.int64)
             (states,) = self.session.run(
                 [_TOKEN_STATES], {"input_ids": ids, "attention_mask": mask}
             )

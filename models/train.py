@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tokenizers import Tokenizer
 from torch import nn
 from tqdm import tqdm
 
@@ -151,8 +152,6 @@ def prepare(config: TrainConfig, root: Path) -> TaskData:
     sentences = corpus.training_sentences(root, config.max_unlabeled, config.seed)
     tokenizer_path = run_dir / "tokenizer.json"
     if tokenizer_path.exists():
-        from tokenizers import Tokenizer
-
         tokenizer = Tokenizer.from_file(str(tokenizer_path))
     else:
         tokenizer = train_tokenizer(sentences, config.vocab_size, config.lowercase)

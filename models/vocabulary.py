@@ -7,7 +7,6 @@ tokenises exactly as training did. Special tokens keep GenSen's ids: <s>=0 <pad>
 from __future__ import annotations
 
 from collections.abc import Iterable
-from pathlib import Path
 
 import numpy as np
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
@@ -55,7 +54,3 @@ def pad_batch(rows: list[list[int]], pad_id: int) -> tuple[np.ndarray, np.ndarra
     for i, row in enumerate(rows):
         ids[i, : len(row)] = row
     return ids, lengths
-
-
-def save(tokenizer: Tokenizer, path: Path) -> None:
-    tokenizer.save(str(path))
