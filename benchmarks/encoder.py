@@ -5,7 +5,9 @@
 Sentences come from the shared data (STS-B dev, SNLI test), shuffled (no length sorting), so every
 batch pays the padding a recurrent encoder pays in real traffic. Each configuration runs several
 rounds and the median is printed; tokenisation is timed separately from the encoder. Where
-a training checkpoint is given, the same model in torch eager runs side by side as a reference.
+a training checkpoint is given, the same model in torch eager runs side by side as a reference,
+and `--chunk-rows 8,16,32` times encoder graphs rebuilt from it with those chunk sizes
+(models.onnx_graph), interleaved with the bundle's own file.
 """
 
 from __future__ import annotations
@@ -63,6 +65,11 @@ def main() -> None:
     parser.add_argument(
         "--checkpoint", type=Path, default=None, help="also time this checkpoint in torch eager"
     )
+    parser.add_argument(
+        "--chunk-rows",
+        default="",
+        help="with --checkpoint: comma-separated chunk sizes to rebuild the graph with and time",
+    )
     args = parser.parse_args()
 
     card = json.loads((args.bundle / "model.json").read_text())
@@ -73,29 +80,72 @@ def main() -> None:
     tokenize_rate = len(sentences) / (time.perf_counter() - start)
     prepared = batches(rows, args.batch)
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = args.threads
-    options.inter_op_num_threads = 1
-    session = ort.InferenceSession(
-        str(args.bundle / card["files"]["encoder"]), options, providers=["CPUExecutionProvider"]
-    )
-    ort_rate = rate(
-        lambda ids, lengths: session.run(None, {"input_ids": ids, "lengths": lengths}),
-        prepared,
-        len(rows),
-        args.rounds,
-    )
+    graphs = {"ONNX Runtime encoder": str(args.bundle / card["files"]["encoder"])}
+    graphs.update(rebuilt_graphs(args))
+    rates = ort_rates(graphs, args.threads, prepared, len(rows), args.rounds)
+    ort_rate = rates["ONNX Runtime encoder"]
 
     print(
         f"bundle {card['name']} {card['version']}: {len(rows)} real sentences, mean {np.mean([len(r) for r in rows]):.1f} tokens, batch {args.batch}, {args.threads} threads, shuffled"
     )
     print(f"{'tokenizers (batch encode)':<32}{tokenize_rate:>10.0f} sentences/s")
-    print(f"{'ONNX Runtime encoder':<32}{ort_rate:>10.0f} sentences/s (median of {args.rounds})")
+    for name, value in rates.items():
+        print(f"{name:<32}{value:>10.0f} sentences/s (median of {args.rounds})")
     torch_rate = torch_eager_rate(args, prepared, len(rows))
     if torch_rate:
         print(
             f"{'torch eager, same weights':<32}{torch_rate:>10.0f} sentences/s  (ONNX Runtime / torch = {ort_rate / torch_rate:.2f})"
         )
+
+
+def ort_rates(
+    graphs: dict[str, str | bytes], threads: int, prepared, count: int, rounds: int
+) -> dict[str, float]:
+    """Median sentences/s of each graph (a path or serialised model), rounds interleaved."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    runs = {}
+    for name, graph in graphs.items():
+        session = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
+        runs[name] = lambda ids, lengths, s=session: s.run(
+            None, {"input_ids": ids, "lengths": lengths}
+        )
+    speeds: dict[str, list[float]] = {name: [] for name in graphs}
+    for _ in range(rounds):
+        for name, run in runs.items():
+            speeds[name].append(rate(run, prepared, count, rounds=1))
+    return {name: statistics.median(values) for name, values in speeds.items()}
+
+
+def rebuilt_graphs(args) -> dict[str, bytes]:
+    """Encoder graphs rebuilt from --checkpoint with each of --chunk-rows."""
+    if not args.chunk_rows:
+        return {}
+    if args.checkpoint is None:
+        raise SystemExit("--chunk-rows needs --checkpoint")
+    from models.export import round_embeddings_to_half
+    from models.onnx_graph import build_encoder_graph
+
+    encoder = load_checkpoint_encoder(args.checkpoint)
+    round_embeddings_to_half(encoder)
+    return {
+        f"rebuilt, chunks of {rows} rows": build_encoder_graph(encoder, rows).SerializeToString()
+        for rows in map(int, args.chunk_rows.split(","))
+    }
+
+
+def load_checkpoint_encoder(path: Path):
+    """The encoder of a training checkpoint, in eval mode."""
+    import torch
+
+    from models.config import TrainConfig
+    from models.encoder import GensenEncoder
+
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    model = GensenEncoder(TrainConfig.from_dict(state["config"]).encoder).eval()
+    model.load_state_dict(state["encoder"])
+    return model
 
 
 def torch_eager_rate(args, prepared, count: int) -> float | None:
@@ -104,13 +154,8 @@ def torch_eager_rate(args, prepared, count: int) -> float | None:
         return None
     import torch
 
-    from models.config import TrainConfig
-    from models.encoder import GensenEncoder
-
     torch.set_num_threads(args.threads)
-    state = torch.load(args.checkpoint, map_location="cpu", weights_only=False)
-    model = GensenEncoder(TrainConfig.from_dict(state["config"]).encoder).eval()
-    model.load_state_dict(state["encoder"])
+    model = load_checkpoint_encoder(args.checkpoint)
     with torch.no_grad():
         return rate(
             lambda ids, lengths: model(torch.from_numpy(ids), torch.from_numpy(lengths)),

@@ -12,11 +12,14 @@ from pathlib import Path
 from models import data
 
 
+def stsb_dev_sentences(root: Path) -> set[str]:
+    """The sentences of STS-B dev, the main measure of generalisation."""
+    return {s for p in data.read_stsb(root, "dev") for s in (p.a, p.b)}
+
+
 def evaluation_sentences(root: Path) -> set[str]:
     """Sentences of the held-out dev sets that training must not see."""
-    held = {s for p in data.read_stsb(root, "dev") for s in (p.a, p.b)}
-    held |= {s for p in data.read_sick(root, "trial") for s in (p.a, p.b)}
-    return held
+    return stsb_dev_sentences(root) | {s for p in data.read_sick(root, "trial") for s in (p.a, p.b)}
 
 
 def labeled_training_sentences(root: Path) -> list[str]:

@@ -11,6 +11,7 @@ GenSen paper's numbers and written into the bundle's model.json under "evaluatio
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -96,7 +97,7 @@ def _pair_vectors(model: Model, pairs) -> tuple[np.ndarray, np.ndarray]:
     return vectors[: len(pairs)], vectors[len(pairs) :]
 
 
-def stsb_dev(model: Model, root: Path, seen: set[str] | None = None) -> dict[str, float]:
+def stsb_dev(model: Model, root: Path, seen: frozenset[str] | None = None) -> dict[str, float]:
     """Spearman x100 of cosine on STS-B dev; with `seen`, also on pairs of unseen sentences."""
     pairs = data.read_stsb(root, "dev")
     u, v = _pair_vectors(model, pairs)
@@ -162,9 +163,11 @@ def transfer(model: Model, root: Path) -> dict[str, float]:
     return scores
 
 
-def seen_sentences(root: Path) -> set[str]:
+@functools.cache
+def seen_sentences(root: Path) -> frozenset[str]:
     """Every sentence the training could have seen (labeled sets and unlabeled text)."""
-    return set(corpus.labeled_training_sentences(root)) | {s for _, s in data.read_unlabeled(root)}
+    unlabeled = (s for _, s in data.read_unlabeled(root))
+    return frozenset(corpus.labeled_training_sentences(root)).union(unlabeled)
 
 
 def evaluate(model: Model, root: Path, quick: bool = False) -> dict[str, float]:
@@ -226,7 +229,7 @@ def dev_scores_torch(
 ) -> dict[str, float]:
     """The quick dev metrics during training, on the torch model."""
     model = TorchModel(encoder, heads, tokenizer, max_tokens)
-    scores = {**stsb_dev(model, root), **sick_trial(model, root)}
+    scores = {**stsb_dev(model, root, seen_sentences(root)), **sick_trial(model, root)}
     return {k: round(float(v), 2) for k, v in scores.items()}
 
 

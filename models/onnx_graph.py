@@ -20,6 +20,7 @@ from models.encoder import GensenEncoder
 
 OPSET = 17
 IR_VERSION = 8  # what opset 17 needs; ONNX Runtime rejects the newest IR versions
+CHUNK_ROWS = 16  # rows per length-sorted chunk (benchmarks/encoder.py --chunk-rows)
 
 
 def _onnx_gates(weight: torch.Tensor) -> np.ndarray:
@@ -40,9 +41,10 @@ def _gru_weights(encoder: GensenEncoder, name: str) -> dict[str, np.ndarray]:
 
 
 class _Graph:
-    """A small builder: named initializers and nodes, in order."""
+    """A small builder: named initializers and nodes, in order; `prefix` keeps a subgraph's names apart."""
 
-    def __init__(self) -> None:
+    def __init__(self, prefix: str = "") -> None:
+        self.prefix = prefix
         self.nodes: list[onnx.NodeProto] = []
         self.initializers: list[onnx.TensorProto] = []
 
@@ -50,40 +52,93 @@ class _Graph:
         self.initializers.append(numpy_helper.from_array(value, name))
         return name
 
+    def int64(self, name: str, *values: int) -> str:
+        """A 1-D int64 constant."""
+        return self.const(name, np.array(values, dtype=np.int64))
+
     def op(
         self, op_type: str, inputs: list[str], outputs: int | list[str] = 1, **attrs
     ) -> list[str]:
         names = (
             outputs
             if isinstance(outputs, list)
-            else [f"{op_type.lower()}_{len(self.nodes)}_{i}" for i in range(outputs)]
+            else [f"{self.prefix}{op_type.lower()}_{len(self.nodes)}_{i}" for i in range(outputs)]
         )
         self.nodes.append(helper.make_node(op_type, inputs, names, **attrs))
         return names
 
 
-def build_encoder_graph(encoder: GensenEncoder) -> onnx.ModelProto:
+def build_encoder_graph(encoder: GensenEncoder, chunk_rows: int = CHUNK_ROWS) -> onnx.ModelProto:
     """encoder.onnx: input_ids int64 [batch, seq], lengths int64 [batch] -> embeddings [batch, dim].
 
-    The embedding table is stored as float16 (callers round the torch weights the same way).
+    A recurrent step costs the same for every row of a batch, padding included, so the graph
+    sorts the rows by length and runs them in chunks of `chunk_rows`, each cut to its own longest
+    row; the pooled vectors are put back in the caller's order before the projection. The
+    embedding table is stored as float16 (callers round the torch weights the same way).
+    """
+    g = _Graph()
+    g.const("zero_scalar", np.array(0, dtype=np.int64))
+    g.const("one_scalar", np.array(1, dtype=np.int64))
+    g.int64("zero", 0), g.int64("one", 1), g.int64("axis_0", 0)
+    lengths = g.op("Max", ["lengths", "one"])[0]
+    batch = g.op("Shape", [lengths])[0]  # [1]
+    order = g.op("TopK", [lengths, batch], 2, largest=0, sorted=1)[1]  # shortest first
+    rows = g.op("Max", [g.op("Min", [batch, g.int64("chunk_rows", chunk_rows)])[0], "one"])[0]
+    chunks = g.op("Div", [g.op("Sub", [g.op("Add", [batch, rows])[0], "one"])[0], rows])[0]
+    spare = g.op("Sub", [g.op("Mul", [chunks, rows])[0], batch])[0]
+    # the first chunk is filled up with copies of the shortest row, whose results are dropped
+    shortest = g.op("Slice", [order, "zero", "one"])[0]
+    padded_order = g.op("Concat", [g.op("Expand", [shortest, spare])[0], order], axis=0)[0]
+
+    body = _chunk_body(g, encoder, padded_order, lengths, rows)
+    trips = g.op("Squeeze", [chunks, "axis_0"])[0]
+    (stacked,) = g.op("Loop", [trips, ""], 1, body=body)  # [chunks, rows, width]
+    width = 2 * encoder.config.hidden_dim
+    pooled = g.op("Reshape", [stacked, g.int64("flatten_chunks", -1, width)])[0]
+    pooled = g.op("Slice", [pooled, spare, g.op("Add", [spare, batch])[0]])[0]  # copies dropped
+    size = g.op("Squeeze", [batch, "axis_0"])[0]
+    positions = g.op("Range", ["zero_scalar", size, "one_scalar"])[0]
+    unsort = g.op("ScatterElements", [positions, order, positions], axis=0)[0]
+    pooled = g.op("Gather", [pooled, unsort], axis=0)[0]
+    if encoder.config.projection_dim:
+        weight = encoder.projection.weight.detach().numpy()
+        bias = encoder.projection.bias.detach().numpy()
+        pooled = g.op(
+            "Gemm",
+            [pooled, g.const("projection.weight", weight), g.const("projection.bias", bias)],
+            transB=1,
+        )[0]
+    g.op("Identity", [pooled], ["embeddings"])
+    return _model(g, encoder.config.output_dim)
+
+
+def _chunk_body(
+    g: _Graph, encoder: GensenEncoder, order: str, lengths: str, rows: str
+) -> onnx.GraphProto:
+    """The Loop body: chunk i of the sorted rows -> pooled BiGRU states [rows, 2H].
+
+    Its constants are initializers of the outer graph `g`, which the body reads by name.
     """
     config = encoder.config
     hidden = config.hidden_dim
-    g = _Graph()
+    b = _Graph(prefix="chunk_")
+    first = b.op("Mul", [b.op("Unsqueeze", ["i", "axis_0"])[0], rows])[0]
+    picked = b.op("Slice", [order, first, b.op("Add", [first, rows])[0]])[0]
+    chunk_lengths = b.op("Gather", [lengths, picked])[0]
+    longest = b.op("ReduceMax", [chunk_lengths], keepdims=1)[0]
+    ids = b.op("Gather", ["input_ids", picked], axis=0)[0]
+    ids = b.op("Slice", [ids, "zero", longest, "one"])[0]  # columns up to the chunk's longest
+    seq_lens = b.op("Cast", [chunk_lengths], to=TensorProto.INT32)[0]
     table = encoder.src_embedding.weight.detach().half().numpy()
-    lengths = g.op("Max", ["lengths", g.const("one", np.array(1, dtype=np.int64))])[0]
-    seq_lens = g.op("Cast", [lengths], to=TensorProto.INT32)[0]
-    words = g.op("Gather", [g.const("src_embedding.weight", table), "input_ids"])[0]
-    x = g.op("Transpose", [g.op("Cast", [words], to=TensorProto.FLOAT)[0]], perm=[1, 0, 2])[
-        0
-    ]  # [T, B, E]
-    batch_by_width = g.const("merge_directions", np.array([0, 0, 2 * hidden], dtype=np.int64))
+    words = b.op("Gather", [g.const("src_embedding.weight", table), ids])[0]
+    x = b.op("Transpose", [b.op("Cast", [words], to=TensorProto.FLOAT)[0]], perm=[1, 0, 2])[0]
+    g.int64("merge_directions", 0, 0, 2 * hidden)
     for layer in range(config.num_layers):
         outputs, finals = [], []
         for suffix, direction in (("", "forward"), ("_reverse", "reverse")):
             weights = _gru_weights(encoder, f"l{layer}{suffix}")
             names = [g.const(f"encoder.gru_l{layer}{suffix}.{k}", v) for k, v in weights.items()]
-            states, last = g.op(
+            states, last = b.op(
                 "GRU",
                 [x, *names, seq_lens],
                 2,
@@ -93,46 +148,46 @@ def build_encoder_graph(encoder: GensenEncoder) -> onnx.ModelProto:
             )
             outputs.append(states)
             finals.append(last)
-        states = g.op("Concat", outputs, axis=1)[0]  # Y [T, 2, B, H]
-        last = g.op("Concat", finals, axis=0)[0]  # Y_h [2, B, H]
+        states = b.op("Concat", outputs, axis=1)[0]  # Y [T, 2, B, H]
+        last = b.op("Concat", finals, axis=0)[0]  # Y_h [2, B, H]
         # -> [T, B, 2H]: both directions side by side, as PyTorch orders them
-        x = g.op("Reshape", [g.op("Transpose", [states], perm=[0, 2, 1, 3])[0], batch_by_width])[0]
+        x = b.op(
+            "Reshape", [b.op("Transpose", [states], perm=[0, 2, 1, 3])[0], "merge_directions"]
+        )[0]
     if config.pooling == "last":
-        both = g.op("Transpose", [last], perm=[1, 0, 2])[0]  # [B, 2, H]
-        pooled = g.op(
-            "Reshape",
-            [both, g.const("flatten_directions", np.array([0, 2 * hidden], dtype=np.int64))],
-        )[0]
+        both = b.op("Transpose", [last], perm=[1, 0, 2])[0]  # [B, 2, H]
+        pooled = b.op("Reshape", [both, g.int64("flatten_directions", 0, 2 * hidden)])[0]
     else:
-        pooled = _masked_max(g, x, lengths)
-    if config.projection_dim:
-        weight = encoder.projection.weight.detach().numpy()
-        bias = encoder.projection.bias.detach().numpy()
-        pooled = g.op(
-            "Gemm",
-            [pooled, g.const("projection.weight", weight), g.const("projection.bias", bias)],
-            transB=1,
-        )[0]
-    g.op("Identity", [pooled], ["embeddings"])
-    return _model(g, config.output_dim)
+        pooled = _masked_max(b, g, x, chunk_lengths)
+    b.op("Identity", ["cond"], ["cond_out"])
+    b.op("Identity", [pooled], ["pooled"])
+    return helper.make_graph(
+        b.nodes,
+        "chunk",
+        [
+            helper.make_tensor_value_info("i", TensorProto.INT64, []),
+            helper.make_tensor_value_info("cond", TensorProto.BOOL, []),
+        ],
+        [
+            helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("pooled", TensorProto.FLOAT, ["rows", 2 * hidden]),
+        ],
+    )
 
 
-def _masked_max(g: _Graph, states: str, lengths: str) -> str:
-    """Max over time of [T, B, D] states, reading only positions t < length of each row."""
-    steps = g.op(
-        "Gather", [g.op("Shape", [states])[0], g.const("time_axis", np.array(0, dtype=np.int64))]
-    )[0]
-    zero = g.const("zero", np.array(0, dtype=np.int64))
-    times = g.op("Range", [zero, steps, g.const("step", np.array(1, dtype=np.int64))])[0]
-    column = g.op("Unsqueeze", [times, g.const("axis_1", np.array([1], dtype=np.int64))])[
-        0
-    ]  # [T, 1]
-    valid = g.op("Less", [column, lengths])[0]  # [T, B]
-    valid = g.op("Unsqueeze", [valid, g.const("axis_2", np.array([2], dtype=np.int64))])[0]
-    masked = g.op(
-        "Where", [valid, states, g.const("minus_inf", np.array(-np.inf, dtype=np.float32))]
-    )[0]
-    return g.op("ReduceMax", [masked], axes=[0], keepdims=0)[0]
+def _masked_max(b: _Graph, g: _Graph, states: str, lengths: str) -> str:
+    """Max over time of [T, B, D] states, reading only positions t < length of each row.
+
+    Nodes go to `b`, constants to `g`.
+    """
+    steps = b.op("Gather", [b.op("Shape", [states])[0], "zero_scalar"])[0]
+    times = b.op("Range", ["zero_scalar", steps, "one_scalar"])[0]
+    column = b.op("Unsqueeze", [times, g.int64("axis_1", 1)])[0]  # [T, 1]
+    valid = b.op("Less", [column, lengths])[0]  # [T, B]
+    valid = b.op("Unsqueeze", [valid, g.int64("axis_2", 2)])[0]
+    minus_inf = g.const("minus_inf", np.array(-np.inf, dtype=np.float32))
+    masked = b.op("Where", [valid, states, minus_inf])[0]
+    return b.op("ReduceMax", [masked], axes=[0], keepdims=0)[0]
 
 
 def _model(g: _Graph, dim: int) -> onnx.ModelProto:

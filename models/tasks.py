@@ -16,7 +16,7 @@ from tokenizers import Tokenizer
 from torch import nn
 from torch.nn import functional as F
 
-from models import data
+from models import corpus, data
 from models.encoder import PAD_ID, GensenEncoder
 from models.vocabulary import encode, pad_batch
 
@@ -132,11 +132,24 @@ class TaskData:
 
 
 def _pair_task(
-    cls: type[PairTask], name: str, pairs: list[tuple[str, str, float]], d: TaskData, batch: int
+    cls: type[PairTask],
+    name: str,
+    pairs: list[tuple[str, str, float]],
+    d: TaskData,
+    batch: int,
+    held: set[str],
 ) -> PairTask:
+    pairs = without_sentences(pairs, held)
     a = encode(d.tokenizer, [p[0] for p in pairs], d.max_tokens)
     b = encode(d.tokenizer, [p[1] for p in pairs], d.max_tokens)
     return cls(name, a, b, np.array([p[2] for p in pairs], dtype=np.float32), batch)
+
+
+def without_sentences(
+    pairs: list[tuple[str, str, float]], held: set[str]
+) -> list[tuple[str, str, float]]:
+    """The pairs in which neither sentence is in `held`."""
+    return [p for p in pairs if p[0] not in held and p[1] not in held]
 
 
 def paraphrase_pairs(root: Path, seed: int) -> list[tuple[str, str, float]]:
@@ -154,8 +167,14 @@ def paraphrase_pairs(root: Path, seed: int) -> list[tuple[str, str, float]]:
 def build_tasks(
     names: set[str], d: TaskData, sentence_batch: int, pair_batch: int
 ) -> dict[str, Task]:
-    """The named tasks (see the config's phase weights), built from the shared data folder."""
-    root, tasks = d.root, {}
+    """The named tasks (see the config's phase weights), built from the shared data folder.
+
+    Pairs with an STS-B dev sentence are left out of every labeled task: STS 2012 train holds
+    255 of STS-B dev's pairs with their scores and STS-B train 11 more, and pairs that share a
+    sentence with dev would teach the encoder those very sentences. SICK train shares sentences
+    with SICK trial by SICK's design (never a pair), and is kept whole.
+    """
+    root, tasks, held = d.root, {}, corpus.stsb_dev_sentences(d.root)
     if "distill" in names:
         tasks["distill"] = DistillationTask(
             encode(d.tokenizer, d.sentences, d.max_tokens), d.teacher, sentence_batch
@@ -166,11 +185,11 @@ def build_tasks(
             for p in [*data.read_stsb(root, "train"), *data.read_sts12(root)]
         ]
         pairs += [(p.a, p.b, (p.relatedness - 1) / 4) for p in data.read_sick(root, "train")]
-        tasks["sts"] = _pair_task(SimilarityTask, "sts", pairs, d, pair_batch)
+        tasks["sts"] = _pair_task(SimilarityTask, "sts", pairs, d, pair_batch, held)
     if "nli" in names:
         pairs = [(p.a, p.b, p.label) for s in ("dev", "test") for p in data.read_snli(root, s)]
         pairs += [(p.a, p.b, p.entailment) for p in data.read_sick(root, "train")]
-        tasks["nli"] = _pair_task(ClassificationTask, "nli", pairs, d, pair_batch)
+        tasks["nli"] = _pair_task(ClassificationTask, "nli", pairs, d, pair_batch, held)
     if "rte" in names:
         tasks["rte"] = _pair_task(
             ClassificationTask,
@@ -178,10 +197,16 @@ def build_tasks(
             [(p.a, p.b, p.label) for p in data.read_rte(root)],
             d,
             pair_batch,
+            held,
         )
     if "paraphrase" in names:
         tasks["paraphrase"] = _pair_task(
-            ClassificationTask, "paraphrase", paraphrase_pairs(d.root, d.seed), d, pair_batch
+            ClassificationTask,
+            "paraphrase",
+            paraphrase_pairs(d.root, d.seed),
+            d,
+            pair_batch,
+            held,
         )
     unknown = names - tasks.keys()
     if unknown:

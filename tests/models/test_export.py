@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from models.encoder import PAD_ID, EncoderConfig, GensenEncoder
-from models.export import export_encoder
+from models.export import export_encoder, round_embeddings_to_half
+from models.onnx_graph import build_encoder_graph
 from models.vocabulary import pad_batch
 
 
@@ -33,8 +34,24 @@ def _random_batch(rng, rows: int, longest: int):
 def test_onnx_matches_torch_on_random_mixed_length_batches(exported):
     encoder, session, _ = exported
     rng = np.random.default_rng(0)
-    for rows, longest in [(1, 1), (5, 9), (16, 60), (64, 30)]:
+    for rows, longest in [(1, 1), (5, 9), (16, 60), (37, 25), (64, 30)]:
         ids, lengths = _random_batch(rng, rows, longest)
+        (got,) = session.run(None, {"input_ids": ids, "lengths": lengths})
+        with torch.no_grad():
+            want = encoder(torch.from_numpy(ids), torch.from_numpy(lengths)).numpy()
+        assert np.abs(got - want).max() < 1e-5
+
+
+@pytest.mark.parametrize("chunk_rows", [1, 4, 64])
+def test_length_sorted_chunks_keep_rows_in_order(chunk_rows):
+    torch.manual_seed(2)
+    encoder = GensenEncoder(EncoderConfig(300, 24, 16, 1, "max", 20)).eval()
+    round_embeddings_to_half(encoder)
+    model = build_encoder_graph(encoder, chunk_rows)
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(3)
+    for rows in (1, 5, 11):
+        ids, lengths = _random_batch(rng, rows, 40)
         (got,) = session.run(None, {"input_ids": ids, "lengths": lengths})
         with torch.no_grad():
             want = encoder(torch.from_numpy(ids), torch.from_numpy(lengths)).numpy()
