@@ -183,6 +183,10 @@ def training_summary(config: TrainConfig) -> dict:
             "PPDB lexical synonyms",
             "NLTK corpora and plain text (unlabeled, for distillation)",
         ],
+        "held_out": [
+            "STS-B dev and SICK trial sentences: out of the distillation corpus",
+            "every pair with an STS-B dev sentence: out of every labeled task",
+        ],
         "teacher": "paraphrase-MiniLM-L3-v2 (ONNX), distilled on the training sentences",
         "tasks": sorted({n for p in config.phases for n in p.weights}),
         "phases": [{"name": p.name, "steps": p.steps, "weights": p.weights} for p in config.phases],
