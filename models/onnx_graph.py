@@ -4,6 +4,8 @@ Tracing the PyTorch module gives GRU nodes wrapped in per-row reversal gathers; 
 direction is one `GRU` node with `sequence_lens`, and ONNX Runtime's `reverse` pass starts at
 each row's own last token, so padding never reaches a real row. One node per direction ran
 about 10% faster than a single `bidirectional` node on a 2-core CPU (benchmarks/encoder.py).
+Rows are sorted by length and run in chunks of `CHUNK_ROWS` inside a `Loop`, each chunk cut to
+its own longest row: 1.9x faster than one padded batch on shuffled batches of 64.
 
 Weights move from PyTorch's gate order (reset, update, new) to ONNX's (update, reset, hidden);
 `linear_before_reset=1` is PyTorch's formulation of the candidate state.
@@ -79,13 +81,15 @@ def build_encoder_graph(encoder: GensenEncoder, chunk_rows: int = CHUNK_ROWS) ->
     g = _Graph()
     g.const("zero_scalar", np.array(0, dtype=np.int64))
     g.const("one_scalar", np.array(1, dtype=np.int64))
-    g.int64("zero", 0), g.int64("one", 1), g.int64("axis_0", 0)
+    for name, value in (("zero", 0), ("one", 1), ("axis_0", 0)):
+        g.int64(name, value)
     lengths = g.op("Max", ["lengths", "one"])[0]
     batch = g.op("Shape", [lengths])[0]  # [1]
     order = g.op("TopK", [lengths, batch], 2, largest=0, sorted=1)[1]  # shortest first
     rows = g.op("Max", [g.op("Min", [batch, g.int64("chunk_rows", chunk_rows)])[0], "one"])[0]
     chunks = g.op("Div", [g.op("Sub", [g.op("Add", [batch, rows])[0], "one"])[0], rows])[0]
-    spare = g.op("Sub", [g.op("Mul", [chunks, rows])[0], batch])[0]
+    total = g.op("Mul", [chunks, rows])[0]
+    spare = g.op("Sub", [total, batch])[0]
     # the first chunk is filled up with copies of the shortest row, whose results are dropped
     shortest = g.op("Slice", [order, "zero", "one"])[0]
     padded_order = g.op("Concat", [g.op("Expand", [shortest, spare])[0], order], axis=0)[0]
@@ -95,7 +99,7 @@ def build_encoder_graph(encoder: GensenEncoder, chunk_rows: int = CHUNK_ROWS) ->
     (stacked,) = g.op("Loop", [trips, ""], 1, body=body)  # [chunks, rows, width]
     width = 2 * encoder.config.hidden_dim
     pooled = g.op("Reshape", [stacked, g.int64("flatten_chunks", -1, width)])[0]
-    pooled = g.op("Slice", [pooled, spare, g.op("Add", [spare, batch])[0]])[0]  # copies dropped
+    pooled = g.op("Slice", [pooled, spare, total])[0]  # the copies dropped
     size = g.op("Squeeze", [batch, "axis_0"])[0]
     positions = g.op("Range", ["zero_scalar", size, "one_scalar"])[0]
     unsort = g.op("ScatterElements", [positions, order, positions], axis=0)[0]
