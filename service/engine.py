@@ -22,6 +22,11 @@ CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
 ENCODER_INPUTS = ("input_ids", "lengths")
 HEAD_INPUTS = ("u", "v")
+# gensen-base's encoder sorts a batch by length and runs it in chunks of `chunk_rows` rows
+# (models/onnx_graph.py). That pays on a CPU, where every row costs; on a GPU rows run in
+# parallel and each chunk is one more pass of sequential steps, so there the batch is one chunk.
+# ONNX Runtime ignores the override for a graph without that initializer.
+ONE_CHUNK = {"chunk_rows": ort.OrtValue.ortvalue_from_numpy(np.array([2**31 - 1], dtype=np.int64))}
 
 
 class EngineError(Exception):
@@ -81,8 +86,16 @@ class Engine:
                 raise BundleError(f"{where}: {head} head gave logits of shape {logits.shape}")
 
 
-def _session(path: object, providers: list[str], threads: int) -> ort.InferenceSession:
+def _session(
+    path: object,
+    providers: list[str],
+    threads: int,
+    initializers: dict[str, ort.OrtValue] | None = None,
+) -> ort.InferenceSession:
+    """A session on `providers`; `initializers` replace the graph's constants of those names."""
     options = ort.SessionOptions()
+    for name, value in (initializers or {}).items():
+        options.add_initializer(name, value)
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
@@ -108,7 +121,7 @@ def _open_encoder(bundle: Bundle, provider: str, threads: int) -> tuple[ort.Infe
     if quiet:  # the failed CUDA probe would print a frightening error on every CPU machine
         ort.set_default_logger_severity(4)
     try:
-        session = _session(path, [CUDA, CPU], threads)
+        session = _session(path, [CUDA, CPU], threads, ONE_CHUNK)
     finally:
         ort.set_default_logger_severity(2)
     if CUDA in session.get_providers():
@@ -116,7 +129,7 @@ def _open_encoder(bundle: Bundle, provider: str, threads: int) -> tuple[ort.Infe
     if provider == "cuda":
         raise EngineError("provider cuda: ONNX Runtime cannot run CUDA here (no GPU or CUDA libs)")
     log.info("CUDA provider not usable here; running on CPU")
-    return session, "cpu"
+    return _session(path, [CPU], threads), "cpu"
 
 
 def _check_io(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import onnxruntime as ort
 import pytest
 
 from service.bundle import BundleError, load_bundle
-from service.engine import Engine, EngineError
+from service.engine import ONE_CHUNK, Engine, EngineError
 from service.tokenization import TextTokenizer
 
 SENTENCES = ["a man is playing the guitar", "a dog", "two children are riding a horse on the beach"]
@@ -95,3 +96,31 @@ def test_onnxruntime_is_imported_only_by_the_engine() -> None:
     ]
     assert importers == ["engine.py"]
     assert ort.get_available_providers()  # the runtime the engine wraps is installed
+
+
+def _gru_runs_and_output(
+    encoder: Path, tmp_path: Path, initializers: dict, ids: np.ndarray, lengths: np.ndarray
+) -> tuple[int, np.ndarray]:
+    """How many GRU nodes one run executed (from ONNX Runtime's profile), and its output."""
+    options = ort.SessionOptions()
+    options.enable_profiling = True
+    options.profile_file_prefix = str(tmp_path / f"profile-{len(initializers)}")
+    for name, value in initializers.items():
+        options.add_initializer(name, value)
+    session = ort.InferenceSession(str(encoder), options, providers=["CPUExecutionProvider"])
+    (out,) = session.run(None, {"input_ids": ids, "lengths": lengths})
+    events = json.loads(Path(session.end_profiling()).read_text())
+    runs = sum(1 for e in events if e.get("args", {}).get("op_name") == "GRU")
+    return runs, out
+
+
+def test_one_chunk_override_runs_the_batch_as_one_chunk(tiny_bundle: Path, tmp_path: Path) -> None:
+    """What the CUDA session gets: the same vectors, one GRU pass per direction instead of three."""
+    rng = np.random.default_rng(0)
+    rows = [list(rng.integers(4, 50, rng.integers(1, 30))) for _ in range(40)]
+    ids, lengths = padded(rows, pad=1)
+    encoder = load_bundle(tiny_bundle).files["encoder"]
+    chunked, want = _gru_runs_and_output(encoder, tmp_path, {}, ids, lengths)
+    whole, got = _gru_runs_and_output(encoder, tmp_path, ONE_CHUNK, ids, lengths)
+    assert (chunked, whole) == (2 * 3, 2)  # 40 rows: three chunks of 16, two directions each
+    assert np.abs(got - want).max() < 1e-5
