@@ -34,14 +34,8 @@ def main() -> None:
     card = json.loads((args.bundle / "model.json").read_text())
     tokenizer = Tokenizer.from_file(str(args.bundle / card["files"]["tokenizer"]))
     rows = encode(tokenizer, real_sentences(4096), card["max_tokens"])
-    sizes = card["encoder"]
     config = EncoderConfig(
-        card["vocab_size"],
-        sizes["embedding_dim"],
-        sizes["hidden_dim"],
-        sizes["num_layers"],
-        card["pooling"],
-        sizes["projection_dim"],
+        vocab_size=card["vocab_size"], pooling=card["pooling"], **card["encoder"]
     )
     encoder = GensenEncoder(config).cuda().eval()
 

@@ -43,7 +43,10 @@ def _gru_weights(encoder: GensenEncoder, name: str) -> dict[str, np.ndarray]:
 
 
 class _Graph:
-    """A small builder: named initializers and nodes, in order; `prefix` keeps a subgraph's names apart."""
+    """A small builder: named initializers and nodes, in order.
+
+    `prefix` keeps the generated names of a subgraph's nodes apart from the outer graph's.
+    """
 
     def __init__(self, prefix: str = "") -> None:
         self.prefix = prefix
@@ -86,6 +89,7 @@ def build_encoder_graph(encoder: GensenEncoder, chunk_rows: int = CHUNK_ROWS) ->
     lengths = g.op("Max", ["lengths", "one"])[0]
     batch = g.op("Shape", [lengths])[0]  # [1]
     order = g.op("TopK", [lengths, batch], 2, largest=0, sorted=1)[1]  # shortest first
+    # service/engine.py replaces this initializer, by its name, to run a batch whole on a GPU
     rows = g.op("Max", [g.op("Min", [batch, g.int64("chunk_rows", chunk_rows)])[0], "one"])[0]
     chunks = g.op("Div", [g.op("Sub", [g.op("Add", [batch, rows])[0], "one"])[0], rows])[0]
     total = g.op("Mul", [chunks, rows])[0]

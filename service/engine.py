@@ -22,8 +22,8 @@ CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
 ENCODER_INPUTS = ("input_ids", "lengths")
 HEAD_INPUTS = ("u", "v")
-# gensen-base's encoder sorts a batch by length and runs it in chunks of `chunk_rows` rows
-# (models/onnx_graph.py). That pays on a CPU, where every row costs; on a GPU rows run in
+# An encoder built by models/onnx_graph.py sorts a batch by length and runs it in chunks of
+# `chunk_rows` rows. That pays on a CPU, where every row costs; on a GPU rows run in
 # parallel and each chunk is one more pass of sequential steps, so there the batch is one chunk.
 # ONNX Runtime ignores the override for a graph without that initializer.
 ONE_CHUNK = {"chunk_rows": ort.OrtValue.ortvalue_from_numpy(np.array([2**31 - 1], dtype=np.int64))}
