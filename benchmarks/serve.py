@@ -1,12 +1,16 @@
 """Served throughput against the raw encoder, side by side in one run (a benchmark, not a test).
 
     python -m benchmarks.serve [--bundle models/gensen-base] [--clients 32] [--seconds 5]
+        [--per-request 8] [--workers N] [-- extra service flags]
 
 Measures, on this machine and in one run, with real sentences (STS-B dev when present):
-- raw: the encoder in-process through `service.engine` at its best batch size, tokenised
-  beforehand so that only inference counts, on the sentences in arrival order (the ceiling of a
-  server fed the same stream) and sorted by length (no padding: an offline best case);
-- served: `python -m service` on loopback under `--clients` concurrent keep-alive clients;
+- raw: the encoder in-process through `service.engine` at its best batch size and at batch 64,
+  with `--raw-threads` intra-op threads (default: one per CPU), tokenised beforehand so that
+  only inference counts, on the sentences in arrival order (the ceiling of a server fed the
+  same stream) and sorted by length (no padding: an offline best case);
+- served: `python -m service` with its defaults (plus `--workers` and any extra flags) on
+  loopback under `--clients` concurrent keep-alive clients, and the CPU the service's processes
+  spent per request: their main threads (the event loops) and all their threads;
 - naive: the same server with one input per inference (`--max-batch-rows 1`): the floor;
 - latency at low load: one client, one sentence per request, p50 and p99.
 Raw and served rounds alternate, and each figure is the median of `--rounds`, so that a noisy
@@ -36,8 +40,8 @@ import numpy as np
 
 from models.data import data_root, read_stsb
 from service.bundle import load_bundle
-from service.engine import Engine
-from service.settings import DEFAULT_BUNDLE, REPO_ROOT, Settings
+from service.engine import Engine, available_cpus
+from service.settings import DEFAULT_BUNDLE, REPO_ROOT
 from service.tokenization import TextTokenizer
 
 BATCH_SIZES = (1, 8, 16, 32, 64, 128)
@@ -82,11 +86,31 @@ def raw_throughput(
     return done / (time.perf_counter() - began)
 
 
+def raw_latencies(engine: Engine, rows: list[list[int]], count: int = 500) -> list[float]:
+    """Seconds of `engine.embed` on one sentence at a time (the low-load reference)."""
+    times = []
+    for row in rows[:count]:
+        ids = np.array([row], dtype=np.int64)
+        lengths = np.array([len(row)], dtype=np.int64)
+        start = time.perf_counter()
+        engine.embed(ids, lengths)
+        times.append(time.perf_counter() - start)
+    return times
+
+
 # served: a real server and a light keep-alive load generator
 
 
 class Server:
     """`python -m service` on a free loopback port, with extra flags."""
+
+    def cpu_seconds(self) -> tuple[float, float]:
+        """CPU seconds so far of the service's processes: their main threads, all threads."""
+        main = total = 0.0
+        for pid in _process_tree(self.proc.pid):
+            main += _cpu_of(f"/proc/{pid}/task/{pid}/stat")
+            total += _cpu_of(f"/proc/{pid}/stat")
+        return main, total
 
     def __init__(self, bundle: Path, port: int, flags: list[str]) -> None:
         self.url = f"http://127.0.0.1:{port}"
@@ -114,13 +138,37 @@ class Server:
         self.proc.wait(60)
 
 
+def _process_tree(pid: int) -> list[int]:
+    """`pid` and its descendants (Linux /proc)."""
+    pids, i = [pid], 0
+    while i < len(pids):
+        with contextlib.suppress(OSError):
+            children = Path(f"/proc/{pids[i]}/task/{pids[i]}/children").read_text().split()
+            pids += [int(c) for c in children]
+        i += 1
+    return pids
+
+
+def _cpu_of(stat: str) -> float:
+    """User plus system CPU seconds from a /proc stat file (0 if it is gone)."""
+    try:
+        fields = Path(stat).read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @dataclass
 class LoadResult:
-    """Sentences per second answered 200, per-request latencies, and failures."""
+    """Sentences per second answered 200, per-request latencies, failures, and the service's
+    CPU per request (main threads, all threads; seconds) when measured."""
 
     throughput: float
     latencies: list[float]
     errors: int
+    requests: int = 0
+    main_cpu_per_request: float | None = None
+    cpu_per_request: float | None = None
 
 
 async def run_load(
@@ -135,7 +183,20 @@ async def run_load(
         *(_client(port, bodies, k, clients, stop_at, latencies, counts) for k in range(clients))
     )
     elapsed = time.perf_counter() - began
-    return LoadResult(counts[0] / elapsed, latencies, counts[1])
+    return LoadResult(counts[0] / elapsed, latencies, counts[1], len(latencies))
+
+
+def measured_load(
+    server: Server, bodies: list[tuple[bytes, int]], clients: int, seconds: float
+) -> LoadResult:
+    """`run_load` against `server`, with the CPU its processes spent per request."""
+    main_before, total_before = server.cpu_seconds()
+    result = asyncio.run(run_load(server.port, bodies, clients, seconds))
+    main_after, total_after = server.cpu_seconds()
+    if result.requests:
+        result.main_cpu_per_request = (main_after - main_before) / result.requests
+        result.cpu_per_request = (total_after - total_before) / result.requests
+    return result
 
 
 async def _client(
@@ -201,7 +262,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--per-request", type=int, default=1, help="sentences per request")
     parser.add_argument("--seconds", type=float, default=5.0, help="length of one measurement")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=None, help="intra-op threads (both sides)")
+    parser.add_argument(
+        "--raw-threads",
+        type=int,
+        default=None,
+        help="intra-op threads of the raw encoder (default: one per CPU)",
+    )
+    parser.add_argument(
+        "--workers", default=None, help="the service's --workers (default: its own)"
+    )
     parser.add_argument("--no-naive", action="store_true", help="skip the naive floor")
     parser.add_argument("--out", type=Path, default=None, help="also write the figures as JSON")
     parser.add_argument(
@@ -218,6 +287,7 @@ class Raw:
     rows: list[list[int]]
     sweep: dict[int, float]
     runs: list[float]
+    runs_at_64: list[float]
 
     @property
     def best_batch(self) -> int:
@@ -226,8 +296,13 @@ class Raw:
 
     @property
     def median(self) -> float:
-        """Median sentences per second over the rounds."""
+        """Median sentences per second over the rounds (at the best batch)."""
         return statistics.median(self.runs)
+
+    @property
+    def median_at_64(self) -> float:
+        """Median sentences per second over the rounds at batch 64."""
+        return statistics.median(self.runs_at_64)
 
 
 @dataclass
@@ -241,19 +316,25 @@ class Figures:
     by_length: Raw
     served_runs: list[LoadResult]
     low_load: LoadResult
+    raw_single: list[float]
     naive: LoadResult | None
     limits: dict
 
     def summary(self) -> dict:
         """The figures as a flat dictionary (medians, ratios, latencies in ms)."""
         arrival, by_length = self.arrival.median, self.by_length.median
+        by_length_64 = self.by_length.median_at_64
         served = statistics.median(r.throughput for r in self.served_runs)
+        main_cpu = [r.main_cpu_per_request for r in self.served_runs if r.main_cpu_per_request]
+        all_cpu = [r.cpu_per_request for r in self.served_runs if r.cpu_per_request]
         saturated = [x for r in self.served_runs for x in r.latencies]
         naive = self.naive.throughput if self.naive else None
         return {
             "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}",
             "provider": self.provider,
-            "intra_op_threads": self.threads,
+            "raw_intra_op_threads": self.threads,
+            "workers": self.args.workers or "default",
+            "server_flags": self.args.server_flags,
             "clients": self.args.clients,
             "sentences_per_request": self.args.per_request,
             "raw_arrival_sweep": {str(b): round(v, 1) for b, v in self.arrival.sweep.items()},
@@ -265,6 +346,14 @@ class Figures:
             "served_sentences_per_s": round(served, 1),
             "served_over_raw_arrival": round(served / arrival, 3),
             "served_over_raw_by_length": round(served / by_length, 3),
+            "raw_by_length_batch_64_sentences_per_s": round(by_length_64, 1),
+            "served_over_raw_by_length_batch_64": round(served / by_length_64, 3),
+            "main_thread_cpu_ms_per_request": round(statistics.median(main_cpu) * 1000, 3)
+            if main_cpu
+            else None,
+            "service_cpu_ms_per_request": round(statistics.median(all_cpu) * 1000, 3)
+            if all_cpu
+            else None,
             "served_p50_ms": round(percentile(saturated, 50), 2),
             "served_p99_ms": round(percentile(saturated, 99), 2),
             "served_errors": sum(r.errors for r in self.served_runs),
@@ -272,8 +361,13 @@ class Figures:
             "naive_over_raw_arrival": round(naive / arrival, 3) if naive else None,
             "low_load_p50_ms": round(percentile(self.low_load.latencies, 50), 2),
             "low_load_p99_ms": round(percentile(self.low_load.latencies, 99), 2),
+            "raw_single_sentence_p50_ms": round(percentile(self.raw_single, 50), 2),
+            "low_load_p50_over_raw_ms": round(
+                percentile(self.low_load.latencies, 50) - percentile(self.raw_single, 50), 2
+            ),
             "raw_arrival_runs": [round(x, 1) for x in self.arrival.runs],
             "raw_by_length_runs": [round(x, 1) for x in self.by_length.runs],
+            "raw_by_length_batch_64_runs": [round(x, 1) for x in self.by_length.runs_at_64],
             "served_runs": [round(r.throughput, 1) for r in self.served_runs],
             "rounds": self.args.rounds,
             "seconds_per_measurement": self.args.seconds,
@@ -289,8 +383,8 @@ def measure(args: argparse.Namespace) -> Figures:
     """
     sentences = load_sentences()
     bundle = load_bundle(args.bundle)
-    threads = args.threads if args.threads is not None else _default_threads()
-    engine = Engine(bundle, provider=args.provider, intra_op_threads=threads)
+    threads = args.raw_threads or available_cpus()
+    engine = Engine(bundle, provider=args.provider, intra_op_threads=threads, runners=1)
     tokenizer = TextTokenizer(bundle.files["tokenizer"], bundle.max_tokens)
     rows = tokenizer.encode(sentences).ids
     pad = tokenizer.pad_id
@@ -301,10 +395,12 @@ def measure(args: argparse.Namespace) -> Figures:
     raws = []
     for name, ordered in (("arrival order", rows), ("sorted by length", sorted(rows, key=len))):
         sweep = {b: raw_throughput(engine, ordered, pad, b, 1.5) for b in BATCH_SIZES}
-        raws.append(Raw(name, ordered, sweep, []))
+        raws.append(Raw(name, ordered, sweep, [], []))
         print(f"raw, {name:16} (sentences/s by batch size): {_row(sweep)}")
 
-    flags = ["--provider", args.provider, "--intra-op-threads", str(threads), *args.server_flags]
+    flags = ["--provider", args.provider, *args.server_flags]
+    if args.workers:
+        flags += ["--workers", str(args.workers)]
     bodies = request_bodies(sentences, args.per_request)
     server = Server(args.bundle, free_port(), flags)
     asyncio.run(run_load(server.port, bodies, args.clients, 1.0))  # warm up
@@ -312,8 +408,11 @@ def measure(args: argparse.Namespace) -> Figures:
     for _ in range(args.rounds):
         for raw in raws:
             raw.runs.append(raw_throughput(engine, raw.rows, pad, raw.best_batch, args.seconds))
-        served_runs.append(asyncio.run(run_load(server.port, bodies, args.clients, args.seconds)))
+        by_length = raws[1]
+        by_length.runs_at_64.append(raw_throughput(engine, by_length.rows, pad, 64, args.seconds))
+        served_runs.append(measured_load(server, bodies, args.clients, args.seconds))
     low = asyncio.run(run_load(server.port, request_bodies(sentences, 1), 1, args.seconds))
+    raw_single = raw_latencies(engine, rows)
     limits = server.info().get("limits", {})
     server.stop()
 
@@ -323,7 +422,9 @@ def measure(args: argparse.Namespace) -> Figures:
         asyncio.run(run_load(floor.port, bodies, args.clients, 1.0))
         naive = asyncio.run(run_load(floor.port, bodies, args.clients, args.seconds))
         floor.stop()
-    return Figures(args, engine.provider, threads, *raws, served_runs, low, naive, limits)
+    return Figures(
+        args, engine.provider, threads, *raws, served_runs, low, raw_single, naive, limits
+    )
 
 
 def report(figures: Figures) -> None:
@@ -340,22 +441,34 @@ def report(figures: Figures) -> None:
     ]
     if f["naive_sentences_per_s"]:
         lines.append(("naive: one input per inference", f["naive_sentences_per_s"]))
-    print(f"\n{'':46} {'sentences/s':>12} {'x arrival':>10} {'x sorted':>9}")
+    lines.insert(
+        2, ("raw encoder, batch 64, sorted by length", f["raw_by_length_batch_64_sentences_per_s"])
+    )
+    at_64 = f["raw_by_length_batch_64_sentences_per_s"]
+    print(f"\n{'':46} {'sentences/s':>12} {'x arrival':>10} {'x sorted':>9} {'x sorted@64':>12}")
     for name, value in lines:
-        print(f"{name:46} {value:12.0f} {value / arrival:10.2f} {value / by_length:9.2f}")
+        print(
+            f"{name:46} {value:12.0f} {value / arrival:10.2f} {value / by_length:9.2f} "
+            f"{value / at_64:12.2f}"
+        )
+    print(
+        f"\nservice CPU per request at saturation: main threads (event loops) "
+        f"{f['main_thread_cpu_ms_per_request']} ms, all threads {f['service_cpu_ms_per_request']} ms"
+    )
     print(
         f"\nserved at saturation: p50 {f['served_p50_ms']} ms, p99 {f['served_p99_ms']} ms, "
         f"errors {f['served_errors']}"
     )
     print(
         f"low load (1 client, 1 sentence): p50 {f['low_load_p50_ms']} ms, "
-        f"p99 {f['low_load_p99_ms']} ms"
+        f"p99 {f['low_load_p99_ms']} ms; raw encoder on one sentence p50 "
+        f"{f['raw_single_sentence_p50_ms']} ms (served adds {f['low_load_p50_over_raw_ms']} ms)"
     )
     print(
         f"medians of {f['rounds']} alternating rounds of {f['seconds_per_measurement']:g} s: "
         f"raw arrival {f['raw_arrival_runs']}, raw sorted {f['raw_by_length_runs']}, "
-        f"served {f['served_runs']}; {f['provider']}, {f['intra_op_threads']} intra-op "
-        f"thread(s), step cost {f['server_limits'].get('step_cost_rows')} rows; {f['machine']}"
+        f"served {f['served_runs']}; {f['provider']}; raw {f['raw_intra_op_threads']} intra-op "
+        f"thread(s); served with {f['server_limits']}; {f['machine']}"
     )
 
 
@@ -375,10 +488,6 @@ def main(argv: list[str] | None = None) -> None:
 
 def _row(sweep: dict[int, float]) -> str:
     return ", ".join(f"{b}: {v:.0f}" for b, v in sweep.items())
-
-
-def _default_threads() -> int:
-    return int(Settings.model_fields["intra_op_threads"].default)
 
 
 if __name__ == "__main__":

@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> None:
     tokenizer = TextTokenizer(bundle.files["tokenizer"], bundle.max_tokens)
     sentences = load_sentences()
     rows = tokenizer.encode(sentences).ids
-    engines = {t: Engine(bundle, provider="cpu", intra_op_threads=t) for t in THREADS}
+    engines = {t: Engine(bundle, provider="cpu", intra_op_threads=t, runners=1) for t in THREADS}
     servers = {t: Server(args.bundle, free_port(), ["--intra-op-threads", str(t)]) for t in THREADS}
     bodies = request_bodies(sentences, 8)
     raw: dict[str, list[float]] = {f"raw t={t} b={b}": [] for t in THREADS for b in BATCHES}

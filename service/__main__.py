@@ -6,6 +6,7 @@ With no options it serves models/gensen-base on 127.0.0.1:8080. `--help` lists e
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 from service.app import build_app
@@ -21,6 +22,9 @@ log = logging.getLogger("service")
 def main(argv: list[str] | None = None) -> int:
     """Parse the settings, refuse a broken bundle or key file with a clear message, then serve."""
     settings = settings_from_cli(argv)
+    # Requests are tokenised in parallel already (one call each); the tokenizer's own thread
+    # pool would only take CPU from the encoder. Read when `tokenizers` first runs.
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     configure_logging(settings.log_level)
     try:
         load_bundle(settings.bundle)

@@ -24,8 +24,8 @@ from service.auth import OPEN_PATHS, ApiKeys, AuthMiddleware
 from service.bundle import BundleError
 from service.engine import Engine, EngineError
 from service.errors import install_error_handlers
-from service.metrics import Metrics, MetricsMiddleware, serve_metrics
-from service.middleware import BodyLimitMiddleware, JsonBodyMiddleware, RequestContextMiddleware
+from service.metrics import Metrics, serve_metrics
+from service.middleware import EdgeMiddleware
 from service.routes import ROUTERS
 from service.runtime import EngineFactory, Runtime
 from service.schemas import REQUEST_MODELS, with_limits
@@ -96,15 +96,12 @@ def build_app(
 
 def _add_middleware(app: FastAPI, settings: Settings, metrics: Metrics, keys: ApiKeys) -> None:
     """The middleware stack, innermost first (each `add_middleware` wraps the ones before)."""
-    app.add_middleware(JsonBodyMiddleware)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     if keys.enabled:
         log.info("API keys required", extra={"keys": len(keys)})
         app.add_middleware(AuthMiddleware, keys=keys)
     if settings.cors_origins:  # outside the key check: browsers send preflights without keys
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, **CORS_HEADERS)
-    app.add_middleware(MetricsMiddleware, metrics=metrics)
-    app.add_middleware(RequestContextMiddleware)
+    app.add_middleware(EdgeMiddleware, metrics=metrics, max_bytes=settings.max_body_bytes)
 
 
 def _serve_metrics(settings: Settings, metrics: Metrics) -> Callable[[], None]:

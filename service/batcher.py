@@ -15,7 +15,9 @@ Shaped after text-embeddings-inference's `queue.rs`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 import threading
 import time
 from collections.abc import Sequence
@@ -32,7 +34,7 @@ from service.errors import (
     Overloaded,
 )
 from service.jobs import Job, Row, request_ids, settle, settle_error
-from service.planner import Backend, plan_batch
+from service.planner import Backend, plan_batch, take_in_order
 from service.watchdog import Watchdog
 
 if TYPE_CHECKING:
@@ -40,6 +42,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("service.batcher")
 WINDOW_BATCHES = 4  # batches are planned from the oldest WINDOW_BATCHES × max_batch_rows rows
+# Runner threads yield the CPU to the event loop: a few milliseconds of its work (reading,
+# admitting, refusing, answering) must not wait behind a batch that keeps every core busy.
+RUNNER_NICENESS = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +57,8 @@ class BatchLimits:
     queue_capacity: int = 4096
     step_cost: float = 4.0  # per-step overhead of the encoder, in rows (see service.planner)
     inference_timeout_s: float = 10.0  # longest one batch may run before its jobs fail
+    runners: int = 1  # batches run at once, each by its own worker thread
+    group_by_length: bool = True  # plan length groups (CPU); else take rows in arrival order
 
 
 class Batcher:
@@ -78,7 +85,10 @@ class Batcher:
         self._rows_per_s = 0.0
         self._last_arrival = 0.0
         self._arrival_gap = 0.0  # moving average of the time between submits
-        self._thread = threading.Thread(target=self._work, name="gensen-batcher", daemon=True)
+        self._threads = [
+            threading.Thread(target=self._work, name=f"gensen-batcher-{k}", daemon=True)
+            for k in range(limits.runners)
+        ]
         self._watchdog = Watchdog(limits.inference_timeout_s, self._time_out)
 
     # event-loop side
@@ -86,7 +96,8 @@ class Batcher:
     def start(self) -> None:
         """Start the worker thread and admit work."""
         self._admitting = True
-        self._thread.start()
+        for thread in self._threads:
+            thread.start()
         self._watchdog.start()
 
     @property
@@ -96,13 +107,13 @@ class Batcher:
 
     @property
     def alive(self) -> bool:
-        """Whether the worker thread runs."""
-        return self._thread.is_alive()
+        """Whether every worker thread runs."""
+        return all(thread.is_alive() for thread in self._threads)
 
     def problem(self) -> str | None:
         """Why the worker cannot serve now (dead, or stuck past the timeout); None if it can."""
-        if not self._thread.is_alive():
-            return "the batcher's worker thread is not running"
+        if not self.alive:
+            return "a batcher worker thread is not running"
         overdue = self._watchdog.overdue_s()
         if overdue:
             return f"an inference has run {overdue:.1f} s past its timeout"
@@ -130,10 +141,7 @@ class Batcher:
         with self._cond:
             if not self._admitting:
                 raise NotReady("the service is shutting down")
-            if self._queued + len(rows) > self._limits.queue_capacity:
-                raise Overloaded(
-                    f"queue full ({self._queued} inputs waiting)", retry_after=self._retry_after()
-                )
+            self.refuse_if_full(len(rows))
             self._note_arrival(job.enqueued)
             self._queue.extend(Row(job, i, len(row)) for i, row in enumerate(rows))
             self._queued += job.pending
@@ -142,6 +150,14 @@ class Batcher:
             self._cond.notify()
         self._observe_depth()
         return job
+
+    def refuse_if_full(self, rows: int) -> None:
+        """Raise Overloaded now if `rows` more would not fit the queue (read without the lock:
+        an early answer that saves tokenising what would be refused; `submit` decides)."""
+        if self._queued + rows > self._limits.queue_capacity:
+            raise Overloaded(
+                f"queue full ({self._queued} inputs waiting)", retry_after=self._retry_after()
+            )
 
     def cancel(self, job: Job) -> None:
         """Forget `job` (its client left or its deadline passed); rows not computed are dropped."""
@@ -182,12 +198,18 @@ class Batcher:
             self._cond.notify_all()
         self.fail_queued(NotReady("the service stopped before computing this"))
         self._watchdog.stop(timeout)
-        if self._thread.is_alive():
-            self._thread.join(timeout)
+        for thread in self._threads:
+            if thread.is_alive():
+                thread.join(timeout)
 
     # worker side
 
     def _work(self) -> None:
+        with contextlib.suppress(AttributeError, OSError):  # not on every platform
+            tid = threading.get_native_id()
+            os.setpriority(
+                os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + RUNNER_NICENESS
+            )
         while True:
             batch = self._next_batch()
             if batch is None:
@@ -234,7 +256,9 @@ class Batcher:
     def _take(self) -> list[Row]:
         """Remove the next batch from the queue (dropping rows of closed or expired jobs)."""
         now = time.monotonic()
-        window = WINDOW_BATCHES * self._limits.max_batch_rows
+        window = self._limits.max_batch_rows
+        if self._limits.group_by_length:
+            window *= WINDOW_BATCHES
         live: list[Row] = []
         scanned = 0
         for row in self._queue:
@@ -252,12 +276,13 @@ class Batcher:
             self._observe_depth()
             return []
         limits = self._limits
-        picked = plan_batch(
-            [row.length for row in live],
-            limits.batch_tokens,
-            limits.max_batch_rows,
-            limits.step_cost,
-        )
+        lengths = [row.length for row in live]
+        if limits.group_by_length:
+            picked = plan_batch(
+                lengths, limits.batch_tokens, limits.max_batch_rows, limits.step_cost
+            )
+        else:
+            picked = take_in_order(lengths, limits.batch_tokens, limits.max_batch_rows)
         chosen = set(picked)
         self._queue[:scanned] = [row for i, row in enumerate(live) if i not in chosen]
         batch = [live[i] for i in picked]

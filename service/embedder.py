@@ -82,6 +82,7 @@ class Embedder:
             raise NotReady("the service is not ready (starting or draining)")
         name_of = name_of or (lambda i: f"{param}[{i}]")
         self._check_limits(texts, param, name_of, max_inputs or self.limits.max_inputs)
+        self._batcher.refuse_if_full(len(texts))
         encoded = await self._tokenizer.encode_async(
             texts, lambda checked: _check_texts(checked, name_of)
         )

@@ -1,13 +1,23 @@
 """The inference engine: the only module that imports onnxruntime.
 
 A small interface in the manner of text-embeddings-inference's `Backend`: `embed` runs the
-encoder on a padded batch, `predict` runs a pair head, `warm_up` proves both work. The execution
-provider is chosen here: `auto` takes CUDA where ONNX Runtime can run it, else the CPU.
+encoder on a padded batch, `predict` runs a pair head, `warm_up` proves both work. Everything
+that depends on the device is decided here: the execution provider (`auto` takes CUDA where
+ONNX Runtime can run it, else the CPU), the batch limits that fit it (`DeviceLimits`), and how
+many batches run at once with how many threads each (`Parallelism`, measured when `auto`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import io
 import logging
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -27,6 +37,40 @@ HEAD_INPUTS = ("u", "v")
 # parallel and each chunk is one more pass of sequential steps, so there the batch is one chunk.
 # ONNX Runtime ignores the override for a graph without that initializer.
 ONE_CHUNK = {"chunk_rows": ort.OrtValue.ortvalue_from_numpy(np.array([2**31 - 1], dtype=np.int64))}
+# A row's embedding alone and inside a padded batch may differ by float rounding only: CUDA's
+# kernels (TF32 included) differ by up to ~6e-4 per value, a relative distance under 1e-3; a
+# padding bug (pads pooled, or a GRU run over them) moves a vector by tens of percent.
+PARITY_TOLERANCE = 5e-3
+# The batch that `auto` parallelism is measured on: rows of a typical sentence's length.
+TUNE_ROWS = {"cpu": 64, "cuda": 512}
+TUNE_LENGTH = 16
+TUNE_SECONDS = 0.3
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceLimits:
+    """Batch limits that fit a device, used where the settings leave them unset."""
+
+    max_batch_rows: int
+    batch_tokens: int
+    # Whether the planner should group inputs by length: a CPU pays for every padded
+    # position, a GPU runs the rows of a step in parallel and is better fed in arrival order.
+    group_by_length: bool
+
+
+DEVICE_LIMITS = {
+    "cpu": DeviceLimits(max_batch_rows=64, batch_tokens=8192, group_by_length=True),
+    "cuda": DeviceLimits(max_batch_rows=1024, batch_tokens=65536, group_by_length=False),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Parallelism:
+    """How the encoder keeps the device busy: `runners` batches at once, each on its own
+    thread, with `intra_op_threads` ONNX Runtime threads inside each run."""
+
+    runners: int
+    intra_op_threads: int
 
 
 class EngineError(Exception):
@@ -34,23 +78,50 @@ class EngineError(Exception):
 
 
 class Engine:
-    """ONNX Runtime sessions of one bundle: the encoder and the two pair heads."""
+    """ONNX Runtime sessions of one bundle: the encoder and the two pair heads.
 
-    def __init__(self, bundle: Bundle, *, provider: str = "auto", intra_op_threads: int = 1):
+    `intra_op_threads` and `runners` left as None are chosen for the device: on the CPU by
+    measuring each split of the cores between concurrent runs and threads per run.
+    `encoder=False` opens the heads only (an HTTP worker whose encoder runs elsewhere).
+    """
+
+    def __init__(
+        self,
+        bundle: Bundle,
+        *,
+        provider: str = "auto",
+        intra_op_threads: int | None = None,
+        runners: int | None = None,
+        encoder: bool = True,
+    ) -> None:
         self.dim = bundle.dim
         self._bundle = bundle
-        self._encoder, self.provider = _open_encoder(bundle, provider, intra_op_threads)
+        self.provider = "cpu"
+        self.parallelism = Parallelism(runners or 1, intra_op_threads or 1)
+        self._encoder: ort.InferenceSession | None = None
+        if encoder:
+            opened = intra_op_threads or 1
+            self._encoder, self.provider = _open_encoder(bundle, provider, opened)
+            _check_io(bundle, "encoder", self._encoder, ENCODER_INPUTS, "embeddings")
+            if intra_op_threads is None or runners is None:
+                self._encoder, self.parallelism = self._tune(opened, intra_op_threads, runners)
         head_providers = [CUDA, CPU] if self.provider == "cuda" else [CPU]
         self._heads = {
             head: _session(bundle.files[head], head_providers, threads=1)
             for head in ("nli", "paraphrase")
         }
-        _check_io(bundle, "encoder", self._encoder, ENCODER_INPUTS, "embeddings")
         for head, session in self._heads.items():
             _check_io(bundle, head, session, HEAD_INPUTS, "logits")
 
+    @property
+    def device_limits(self) -> DeviceLimits:
+        """Batch limits that fit the device the encoder runs on."""
+        return DEVICE_LIMITS[self.provider]
+
     def embed(self, input_ids: np.ndarray, lengths: np.ndarray) -> np.ndarray:
         """Pooled, unnormalised embeddings [rows, dim] of a padded int64 batch [rows, seq]."""
+        if self._encoder is None:
+            raise EngineError("this engine has no encoder session (opened for the heads only)")
         feeds = {"input_ids": input_ids, "lengths": lengths}
         return self._encoder.run(["embeddings"], feeds)[0]
 
@@ -62,13 +133,10 @@ class Engine:
         """Run real inferences and check the bundle keeps its contract; raise BundleError if not.
 
         `sample` holds token ids of at least two inputs of different lengths: each must embed to
-        the same vector alone as inside a padded batch, and the heads must answer one logit per label.
+        the same vector alone as inside a padded batch (within PARITY_TOLERANCE, relative), and
+        the heads must answer one logit per label.
         """
-        longest = max(len(row) for row in sample)
-        ids = np.full((len(sample), longest), pad_id, dtype=np.int64)
-        for i, row in enumerate(sample):
-            ids[i, : len(row)] = row
-        lengths = np.array([len(row) for row in sample], dtype=np.int64)
+        ids, lengths = pad_rows(sample, pad_id)
         batch = self.embed(ids, lengths)
         where = f"bundle {self._bundle.path}"
         if batch.shape != (len(sample), self.dim) or not np.isfinite(batch).all():
@@ -76,14 +144,128 @@ class Engine:
                 f"{where}: encoder gave {batch.shape}, not ({len(sample)}, {self.dim})"
             )
         for i, row in enumerate(sample):
-            alone = self.embed(np.array([row], dtype=np.int64), lengths[i : i + 1])
-            if not np.allclose(alone[0], batch[i], atol=1e-4, rtol=1e-3):
-                raise BundleError(f"{where}: encoder output depends on padding or other rows")
+            alone = self.embed(np.array([row], dtype=np.int64), lengths[i : i + 1])[0]
+            distance = relative_distance(alone, batch[i])
+            if distance > PARITY_TOLERANCE:
+                raise BundleError(
+                    f"{where}: encoder output depends on padding or other rows (input {i} alone "
+                    f"and in a padded batch differ by {distance:.2e} relative, over "
+                    f"{PARITY_TOLERANCE:g})"
+                )
         labels = {"nli": self._bundle.nli_labels, "paraphrase": self._bundle.paraphrase_labels}
         for head in self._heads:
             logits = self.predict(head, batch, batch[::-1].copy())
             if logits.shape != (len(sample), len(labels[head])) or not np.isfinite(logits).all():
                 raise BundleError(f"{where}: {head} head gave logits of shape {logits.shape}")
+
+    def _tune(
+        self, opened: int, threads: int | None, runners: int | None
+    ) -> tuple[ort.InferenceSession, Parallelism]:
+        """The fastest split of the device between concurrent runs and threads per run
+        (`opened`: the intra-op threads of the session open now)."""
+        assert self._encoder is not None
+        sessions = {opened: self._encoder}
+        cores = available_cpus()
+        if self.provider == "cuda":  # threads do not matter there; overlap of runs may
+            options = [Parallelism(r, 1) for r in ([runners] if runners else [1, 2])]
+        else:
+            options = _cpu_splits(cores, threads, runners)
+        if len(options) == 1:
+            chosen = options[0]
+            return self._session_for(chosen.intra_op_threads, sessions), chosen
+        rows = TUNE_ROWS[self.provider]
+        ids = np.full((rows, TUNE_LENGTH), 4, dtype=np.int64)
+        lengths = np.full(rows, TUNE_LENGTH, dtype=np.int64)
+        speeds = {
+            option: _rows_per_second(
+                self._session_for(option.intra_op_threads, sessions), option.runners, ids, lengths
+            )
+            for option in options
+        }
+        chosen = max(speeds, key=speeds.__getitem__)
+        log.info(
+            "parallelism measured",
+            extra={
+                "cores": cores,
+                "chosen": f"{chosen.runners}x{chosen.intra_op_threads}",
+                "rows_per_s": {
+                    f"{p.runners}x{p.intra_op_threads}": round(s) for p, s in speeds.items()
+                },
+            },
+        )
+        return sessions[chosen.intra_op_threads], chosen
+
+    def _session_for(
+        self, threads: int, sessions: dict[int, ort.InferenceSession]
+    ) -> ort.InferenceSession:
+        """The encoder with `threads` intra-op threads, from `sessions` or opened into it."""
+        if threads not in sessions:
+            providers = [CUDA, CPU] if self.provider == "cuda" else [CPU]
+            initializers = ONE_CHUNK if self.provider == "cuda" else None
+            path = self._bundle.files["encoder"]
+            sessions[threads] = _session(path, providers, threads, initializers)
+        return sessions[threads]
+
+
+def pad_rows(rows: list[list[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """Token rows as a padded int64 batch [rows, longest] and their lengths [rows]."""
+    lengths = np.array([len(row) for row in rows], dtype=np.int64)
+    ids = np.full((len(rows), int(lengths.max())), pad_id, dtype=np.int64)
+    for i, row in enumerate(rows):
+        ids[i, : len(row)] = row
+    return ids, lengths
+
+
+def relative_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """‖a − b‖ / ‖a‖ (a zero `a` counts as 1)."""
+    norm = float(np.linalg.norm(a))
+    return float(np.linalg.norm(a - b)) / (norm if norm > 0 else 1.0)
+
+
+def available_cpus() -> int:
+    """The CPUs this process may use: its affinity, capped by a cgroup CPU quota (a pod's limit)."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cpus = cpus or 1
+    with contextlib.suppress(OSError, ValueError):
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            cpus = min(cpus, max(1, -(-int(quota) // int(period))))
+    return cpus
+
+
+def _cpu_splits(cores: int, threads: int | None, runners: int | None) -> list[Parallelism]:
+    """Ways to share `cores` between runs and threads, within what the settings fix."""
+    if threads and runners:
+        return [Parallelism(runners, threads)]
+    if threads:
+        return [Parallelism(max(1, cores // threads), threads)]
+    if runners:
+        return [Parallelism(runners, max(1, cores // runners))]
+    splits = [Parallelism(r, cores // r) for r in range(1, cores + 1) if cores % r == 0]
+    return splits or [Parallelism(1, 1)]
+
+
+def _rows_per_second(
+    session: ort.InferenceSession, runners: int, ids: np.ndarray, lengths: np.ndarray
+) -> float:
+    """Rows per second of `runners` threads each running the batch repeatedly."""
+    feeds = {"input_ids": ids, "lengths": lengths}
+    session.run(["embeddings"], feeds)
+    done = [0] * runners
+    stop_at = time.perf_counter() + TUNE_SECONDS
+
+    def run(k: int) -> None:
+        while time.perf_counter() < stop_at:
+            session.run(["embeddings"], feeds)
+            done[k] += len(ids)
+
+    began = time.perf_counter()
+    threads = [threading.Thread(target=run, args=(k,)) for k in range(runners)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return sum(done) / (time.perf_counter() - began)
 
 
 def _session(
@@ -117,6 +299,7 @@ def _open_encoder(bundle: Bundle, provider: str, threads: int) -> tuple[ort.Infe
         if provider == "cuda":
             raise EngineError("provider cuda: this ONNX Runtime build has no CUDA provider")
         return _session(path, [CPU], threads), "cpu"
+    _preload_cuda_libraries()
     quiet = provider == "auto"
     if quiet:  # the failed CUDA probe would print a frightening error on every CPU machine
         ort.set_default_logger_severity(4)
@@ -126,10 +309,36 @@ def _open_encoder(bundle: Bundle, provider: str, threads: int) -> tuple[ort.Infe
         ort.set_default_logger_severity(2)
     if CUDA in session.get_providers():
         return session, "cuda"
+    why = _cuda_load_problem()
     if provider == "cuda":
-        raise EngineError("provider cuda: ONNX Runtime cannot run CUDA here (no GPU or CUDA libs)")
-    log.info("CUDA provider not usable here; running on CPU")
+        raise EngineError(f"provider cuda: ONNX Runtime cannot run CUDA here ({why})")
+    log.info("CUDA provider not usable here; running on CPU", extra={"reason": why})
     return _session(path, [CPU], threads), "cpu"
+
+
+def _preload_cuda_libraries() -> None:
+    """Load CUDA and cuDNN from pip's `nvidia-*` packages (or torch's) where they are installed,
+    so that no LD_LIBRARY_PATH is needed; what cannot be found is named by `_cuda_load_problem`."""
+    preload = getattr(ort, "preload_dlls", None)
+    if preload is None:
+        return
+    with contextlib.redirect_stdout(io.StringIO()):  # it prints each library it misses
+        try:
+            preload(cuda=True, cudnn=True, msvc=False)
+        except Exception as exc:  # a partial install: the session's own failure says more
+            log.debug("preloading CUDA libraries failed", extra={"reason": str(exc)})
+
+
+def _cuda_load_problem() -> str:
+    """Why the CUDA provider library does not load: the first library the loader misses."""
+    library = Path(ort.__file__).parent / "capi" / "libonnxruntime_providers_cuda.so"
+    if not library.is_file():
+        return f"{library.name} is not installed"
+    try:
+        ctypes.CDLL(str(library))
+    except OSError as exc:
+        return f"a library it needs is missing: {exc}"
+    return "no usable GPU (the CUDA libraries load; see nvidia-smi)"
 
 
 def _check_io(

@@ -1,11 +1,10 @@
-"""All Prometheus metrics of the service (prefix `gensen_`), and the middleware that counts requests.
+"""All Prometheus metrics of the service (prefix `gensen_`); `service.middleware` counts requests.
 
 Each app gets its own registry, so that several apps (tests) never collide.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -18,7 +17,6 @@ from prometheus_client import (
     generate_latest,
     start_http_server,
 )
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 PREFIX = "gensen"
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
@@ -87,6 +85,18 @@ class Metrics:
             registry=r,
         )
         self._encoder_seconds = self.inference_seconds.labels(model="encoder")
+        self._request_series: dict[tuple[str, int], tuple[Any, Any]] = {}
+
+    def observe_request(self, route: str, status: int, seconds: float) -> None:
+        """Count one HTTP request by route template and status, and its latency."""
+        key = (route, status)
+        series = self._request_series.get(key)
+        if series is None:  # the children of (route, status), looked up once
+            labels = {"route": route, "status": str(status)}
+            series = (self.requests.labels(**labels), self.request_seconds.labels(**labels))
+            self._request_series[key] = series
+        series[0].inc()
+        series[1].observe(seconds)
 
     def observe_batch(
         self, rows: int, padded_tokens: int, real_tokens: int, seconds: float
@@ -118,47 +128,3 @@ def serve_metrics(metrics: Metrics, host: str, port: int) -> Callable[[], None]:
         thread.join(timeout=5)
 
     return stop
-
-
-class MetricsMiddleware:
-    """Pure ASGI middleware: counts HTTP requests and their latency by route template and status."""
-
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
-        self.app = app
-        self.metrics = metrics
-        self._children: dict[tuple[str, int], tuple[Any, Any]] = {}
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Pass the request on, then record it (routes unknown to the app count as `unmatched`)."""
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        start = time.perf_counter()
-        status = 500
-
-        async def send_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_status)
-        finally:
-            route = getattr(scope.get("route"), "path", "unmatched")
-            counter, histogram = self._series(route, status)
-            counter.inc()
-            histogram.observe(time.perf_counter() - start)
-
-    def _series(self, route: str, status: int) -> tuple[Any, Any]:
-        """The counter and histogram children of (route, status), looked up once."""
-        key = (route, status)
-        series = self._children.get(key)
-        if series is None:
-            labels = {"route": route, "status": str(status)}
-            series = (
-                self.metrics.requests.labels(**labels),
-                self.metrics.request_seconds.labels(**labels),
-            )
-            self._children[key] = series
-        return series

@@ -46,6 +46,17 @@ def plan_batch(
     return sorted(order[cuts[end] : end + 1])
 
 
+def take_in_order(lengths: Sequence[int], batch_tokens: int, max_rows: int) -> list[int]:
+    """The first rows in arrival order that fit `max_rows` and longest × rows ≤ `batch_tokens`
+    (at least one): the plan for a device that runs a step's rows in parallel (a GPU)."""
+    longest = 0
+    for count, length in enumerate(lengths[:max_rows]):
+        longest = max(longest, length)
+        if count and longest * (count + 1) > batch_tokens:
+            return list(range(count))
+    return list(range(min(len(lengths), max_rows)))
+
+
 def _cheapest_cuts(
     ordered: list[int], batch_tokens: int, max_rows: int, step_cost: float
 ) -> list[int]:

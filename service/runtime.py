@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import sys
 import time
@@ -58,18 +59,23 @@ class Runtime:
     ) -> Runtime:
         """Load the bundle, open the engine, warm it up and start the batcher (blocking).
 
-        `engine_factory(bundle, provider=..., intra_op_threads=...)` builds the engine.
+        `engine_factory(bundle, provider=..., intra_op_threads=..., runners=...)` builds the
+        engine (None: chosen by the engine for its device).
         """
         began = time.perf_counter()
         bundle = load_bundle(settings.bundle)
         tokenizer = TextTokenizer(bundle.files["tokenizer"], bundle.max_tokens)
         engine = engine_factory(
-            bundle, provider=settings.provider, intra_op_threads=settings.intra_op_threads
+            bundle,
+            provider=settings.provider,
+            intra_op_threads=_unless_auto(settings.intra_op_threads),
+            runners=_unless_auto(settings.batch_runners),
         )
         sample = tokenizer.encode(WARM_UP_TEXTS).ids
         engine.warm_up(sample, tokenizer.pad_id)
         step_cost = measure_step_cost(engine, token=sample[-1][0])
-        batcher = Batcher(engine, tokenizer.pad_id, _batch_limits(settings, step_cost), metrics)
+        limits = batch_limits(settings, engine, step_cost)
+        batcher = Batcher(engine, tokenizer.pad_id, limits, metrics)
         embedder = Embedder(tokenizer, batcher, _request_limits(settings))
         runtime = cls(
             settings=settings,
@@ -84,6 +90,10 @@ class Runtime:
         )
         batcher.start()
         metrics.set_model(bundle.name, bundle.version, engine.provider)
+        # Everything built so far lives as long as the process: the garbage collector need not
+        # look at it again (full collections had taken a fifth of the event loop's CPU).
+        gc.collect()
+        gc.freeze()
         embedder.accepting = runtime.ready = True
         log.info(
             "model ready",
@@ -91,6 +101,10 @@ class Runtime:
                 "model": bundle.name,
                 "version": bundle.version,
                 "provider": engine.provider,
+                "runners": limits.runners,
+                "intra_op_threads": engine.parallelism.intra_op_threads,
+                "max_batch_rows": limits.max_batch_rows,
+                "batch_tokens": limits.batch_tokens,
                 "dim": bundle.dim,
                 "step_cost_rows": round(step_cost, 2),
                 "startup_s": round(time.perf_counter() - began, 3),
@@ -121,7 +135,7 @@ class Runtime:
 
     def info(self) -> dict[str, Any]:
         """The model card, limits and versions, for /info."""
-        s = self.settings
+        s, limits = self.settings, self.batcher.limits
         return {
             "model_id": self.model_name,
             "model_version": self.bundle.version,
@@ -131,14 +145,17 @@ class Runtime:
             "limits": {
                 "max_inputs": s.max_inputs,
                 "max_input_chars": s.max_input_chars,
-                "batch_tokens": s.batch_tokens,
-                "max_batch_rows": s.max_batch_rows,
+                "batch_tokens": limits.batch_tokens,
+                "max_batch_rows": limits.max_batch_rows,
+                "batch_runners": limits.runners,
+                "intra_op_threads": self.engine.parallelism.intra_op_threads,
+                "group_by_length": limits.group_by_length,
                 "max_wait_ms": s.max_wait_ms,
                 "queue_capacity": s.queue_capacity,
                 "request_timeout_s": s.request_timeout_s,
                 "inference_timeout_s": s.inference_timeout_s,
                 "max_body_bytes": s.max_body_bytes,
-                "step_cost_rows": round(self.batcher.limits.step_cost, 2),
+                "step_cost_rows": round(limits.step_cost, 2),
             },
             "versions": {
                 "service": __version__,
@@ -151,15 +168,23 @@ class Runtime:
         }
 
 
-def _batch_limits(settings: Settings, step_cost: float) -> BatchLimits:
+def batch_limits(settings: Settings, engine: Engine, step_cost: float) -> BatchLimits:
+    """The batcher's limits: the settings where set, else what fits the engine's device."""
+    device = engine.device_limits
     return BatchLimits(
-        batch_tokens=settings.batch_tokens,
-        max_batch_rows=settings.max_batch_rows,
+        batch_tokens=settings.batch_tokens or device.batch_tokens,
+        max_batch_rows=settings.max_batch_rows or device.max_batch_rows,
+        runners=engine.parallelism.runners,
+        group_by_length=device.group_by_length,
         max_wait_s=settings.max_wait_ms / 1000,
         queue_capacity=settings.queue_capacity,
         step_cost=step_cost,
         inference_timeout_s=settings.inference_timeout_s,
     )
+
+
+def _unless_auto(value: int | str) -> int | None:
+    return None if value == "auto" else int(value)
 
 
 def _request_limits(settings: Settings) -> RequestLimits:

@@ -194,7 +194,7 @@ class Info(BaseModel):
     dim: int
     max_tokens: int
     provider: str
-    limits: dict[str, float | int]
+    limits: dict[str, bool | float | int]
     versions: dict[str, str]
     card: dict[str, Any]
 

@@ -17,6 +17,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_BUNDLE = REPO_ROOT / "models" / "gensen-base"
 
 Provider = Literal["auto", "cuda", "cpu"]
+Auto = Literal["auto"]
 LogLevel = Literal["debug", "info", "warning", "error"]
 # Lists are comma-separated in the environment and on the command line (JSON lists work too).
 CommaList = Annotated[list[str], NoDecode]
@@ -43,13 +44,31 @@ class Settings(BaseSettings):
     model_name: str | None = Field(
         None, description="name the model is served under (default: the bundle's name)"
     )
-    intra_op_threads: int = Field(
-        1, ge=0, description="ONNX Runtime threads per inference on CPU (0: one per core)"
+    workers: Annotated[int, Field(ge=1)] | Auto = Field(
+        "auto",
+        description="HTTP worker processes feeding one engine process (auto: one per CPU on a "
+        "GPU, 1 on the CPU, where the encoder needs the cores)",
     )
-    batch_tokens: int = Field(
-        8192, ge=1, description="padded-token budget of one batch (longest input × rows)"
+    intra_op_threads: Annotated[int, Field(ge=1)] | Auto = Field(
+        "auto",
+        description="ONNX Runtime threads inside one inference (auto: measured at start with "
+        "batch_runners, the fastest split of the CPUs)",
     )
-    max_batch_rows: int = Field(64, ge=1, description="most inputs in one batch")
+    batch_runners: Annotated[int, Field(ge=1)] | Auto = Field(
+        "auto",
+        description="batches the engine runs at once, each on its own thread (auto: measured)",
+    )
+    batch_tokens: int | None = Field(
+        None,
+        ge=1,
+        description="padded-token budget of one batch, longest input × rows (default by "
+        "device: 8192 on CPU, 65536 on CUDA)",
+    )
+    max_batch_rows: int | None = Field(
+        None,
+        ge=1,
+        description="most inputs in one batch (default by device: 64 on CPU, 1024 on CUDA)",
+    )
     max_wait_ms: float = Field(
         2.0, ge=0, description="longest wait for more work after the first queued input"
     )

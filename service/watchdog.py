@@ -1,4 +1,4 @@
-"""A watchdog over the batch in flight: calls back once when one runs past its timeout.
+"""A watchdog over the batches in flight: calls back once for each that runs past its timeout.
 
 ONNX Runtime cannot interrupt a running kernel (the encoder's GRU is one), so the watchdog does
 not try: the batcher answers the batch's requests at once when called back, and reports
@@ -17,16 +17,22 @@ PERIOD_S = 0.5  # the watchdog looks at the run in flight at least this often
 TimeoutCallback = Callable[[Any, float], None]
 
 
+class _Run:
+    __slots__ = ("fired", "item", "since")
+
+    def __init__(self, item: Any) -> None:
+        self.item, self.since, self.fired = item, time.monotonic(), False
+
+
 class Watchdog:
-    """Watches one run at a time; `on_timeout(item, seconds)` is called once per stuck run."""
+    """Watches the runs in flight (one per runner thread); `on_timeout(item, seconds)` is
+    called once per stuck run."""
 
     def __init__(self, timeout_s: float, on_timeout: TimeoutCallback) -> None:
         self.timeout_s = timeout_s
         self._on_timeout = on_timeout
         self._lock = threading.Lock()
-        self._item: Any = None
-        self._since = 0.0
-        self._fired = False
+        self._runs: dict[int, _Run] = {}  # by runner thread id
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="gensen-watchdog", daemon=True)
 
@@ -41,28 +47,33 @@ class Watchdog:
             self._thread.join(timeout)
 
     def begin(self, item: Any) -> None:
-        """A run of `item` (a batch) starts now."""
+        """A run of `item` (a batch) starts now on the calling thread."""
         with self._lock:
-            self._item, self._since, self._fired = item, time.monotonic(), False
+            self._runs[threading.get_ident()] = _Run(item)
 
     def end(self) -> None:
-        """The run in flight has returned (or raised)."""
+        """The calling thread's run has returned (or raised)."""
         with self._lock:
-            self._item = None
+            self._runs.pop(threading.get_ident(), None)
 
     def overdue_s(self) -> float:
-        """How long the run in flight has run past the timeout (0 if none has)."""
+        """How long the oldest run in flight has run past the timeout (0 if none has)."""
         with self._lock:
-            if self._item is None:
+            if not self._runs:
                 return 0.0
-            return max(0.0, time.monotonic() - self._since - self.timeout_s)
+            oldest = min(run.since for run in self._runs.values())
+        return max(0.0, time.monotonic() - oldest - self.timeout_s)
 
     def _watch(self) -> None:
         while not self._stopped.wait(min(PERIOD_S, self.timeout_s / 4)):
+            now = time.monotonic()
             with self._lock:
-                running = time.monotonic() - self._since
-                if self._item is None or self._fired or running < self.timeout_s:
-                    continue
-                self._fired = True
-                item = self._item
-            self._on_timeout(item, running)
+                stuck = [
+                    r
+                    for r in self._runs.values()
+                    if not r.fired and now - r.since >= self.timeout_s
+                ]
+                for run in stuck:
+                    run.fired = True
+            for run in stuck:
+                self._on_timeout(run.item, now - run.since)

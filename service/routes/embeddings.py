@@ -6,10 +6,10 @@ from fastapi import APIRouter, Request, Response
 
 from service.errors import INFERENCE_ERRORS, error_responses
 from service.heads import cosine, normalize
-from service.routes.deps import json_body, json_response, read_body, runtime_of
+from service.routes.deps import DirectRoute, json_body, json_response, read_body, runtime_of
 from service.schemas import EmbedRequest, SimilarityRequest
 
-router = APIRouter(tags=["embeddings"])
+router = APIRouter(route_class=DirectRoute, tags=["embeddings"])
 
 
 @router.post(

@@ -5,10 +5,10 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 
 from service.errors import NotReady, RouteNotFound, Unauthorized, error_responses
-from service.routes.deps import json_response, runtime_of
+from service.routes.deps import DirectRoute, json_response, runtime_of
 from service.schemas import Info, Status
 
-router = APIRouter(tags=["operations"])
+router = APIRouter(route_class=DirectRoute, tags=["operations"])
 
 
 @router.get(

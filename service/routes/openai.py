@@ -20,10 +20,10 @@ from service.errors import (
     error_responses,
 )
 from service.heads import truncate_dims
-from service.routes.deps import json_body, json_response, read_body, runtime_of
+from service.routes.deps import DirectRoute, json_body, json_response, read_body, runtime_of
 from service.schemas import OpenAIEmbeddingRequest, OpenAIEmbeddingResponse, OpenAIModelList
 
-router = APIRouter(prefix="/v1", tags=["openai"])
+router = APIRouter(prefix="/v1", route_class=DirectRoute, tags=["openai"])
 OWNER = "gensen-service"
 
 

@@ -8,11 +8,11 @@ import numpy as np
 from fastapi import APIRouter, Request, Response
 
 from service.errors import INFERENCE_ERRORS, error_responses
-from service.routes.deps import json_body, json_response, read_body, runtime_of
+from service.routes.deps import DirectRoute, json_body, json_response, read_body, runtime_of
 from service.runtime import Runtime
 from service.schemas import NliRequest, NliResult, ParaphraseRequest, ParaphraseResult
 
-router = APIRouter(tags=["pairs"])
+router = APIRouter(route_class=DirectRoute, tags=["pairs"])
 
 
 async def embed_pairs(

@@ -50,10 +50,15 @@ def anyio_backend() -> str:
 
 @pytest.fixture
 def settings(tiny_bundle: Path) -> Callable[..., Settings]:
-    """Settings for the tiny bundle, with any field overridden by keyword."""
+    """Settings for the tiny bundle, with any field overridden by keyword.
+
+    Two batch runners of one thread each, fixed: every app test exercises concurrent batches,
+    and none spends start-up time measuring the split (tests/service/test_engine.py does).
+    """
 
     def make(**overrides: Any) -> Settings:
-        return Settings(bundle=tiny_bundle, provider="cpu", **overrides)
+        fixed = {"provider": "cpu", "intra_op_threads": 1, "batch_runners": 2}
+        return Settings(bundle=tiny_bundle, **{**fixed, **overrides})
 
     return make
 

@@ -127,6 +127,7 @@ async def test_requests_queued_behind_a_stuck_batch_get_their_deadline(
         engine_factory=partial(FaultyEngine, stall_s=30.0),
         inference_timeout_s=5.0,
         request_timeout_s=0.5,
+        batch_runners=1,  # the one runner is stuck: nothing else computes the queued request
     ) as client:
         engine = faulty(client)
         stuck = asyncio.create_task(client.post("/embed", json={"inputs": f"a {STALL}"}))

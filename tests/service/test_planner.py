@@ -6,7 +6,7 @@ import random
 
 import numpy as np
 
-from service.planner import MAX_STEP_COST, measure_step_cost, plan_batch
+from service.planner import MAX_STEP_COST, measure_step_cost, plan_batch, take_in_order
 
 WIDE = 100_000
 
@@ -79,3 +79,20 @@ def test_measure_step_cost() -> None:
 
 def test_free_rows_mean_the_largest_step_cost() -> None:
     assert measure_step_cost(LinearEngine(overhead=1e-4, per_row=0.0), token=5) >= MAX_STEP_COST / 2
+
+
+def test_in_order_takes_the_oldest_rows_within_the_limits() -> None:
+    assert take_in_order([3, 5, 2, 9], batch_tokens=100, max_rows=3) == [0, 1, 2]
+    assert take_in_order([3, 5, 2, 9], batch_tokens=100, max_rows=8) == [0, 1, 2, 3]
+    assert take_in_order([10, 10, 30], batch_tokens=40, max_rows=8) == [0, 1]  # 3 × 30 > 40
+    assert take_in_order([50, 1], batch_tokens=20, max_rows=8) == [0]  # one row over the budget
+
+
+def test_in_order_keeps_the_budget_on_random_queues() -> None:
+    rng = random.Random(2)
+    for _ in range(300):
+        lengths = [rng.randint(1, 40) for _ in range(rng.randint(1, 120))]
+        budget, cap = rng.randint(40, 400), rng.randint(1, 16)
+        picked = take_in_order(lengths, budget, cap)
+        assert picked == list(range(len(picked))) and 1 <= len(picked) <= cap
+        assert len(picked) == 1 or max(lengths[i] for i in picked) * len(picked) <= budget

@@ -62,17 +62,18 @@ def test_sigterm_under_load_loses_no_admitted_request(tiny_bundle: Path) -> None
     """SIGTERM while a queue of work is admitted: not-ready, refuse new work, finish, exit 0."""
     service = ServiceProcess(
         tiny_bundle,
-        *("--max-batch-rows", "1", "--max-wait-ms", "0"),  # one input per batch: a long queue
+        # one input per batch on one runner: a long queue
+        *("--max-batch-rows", "1", "--max-wait-ms", "0", "--batch-runners", "1"),
         *("--max-inputs", "300", "--queue-capacity", "20000", "--drain-timeout-s", "60"),
     )
     try:
         service.wait_ready()
-        outcome = asyncio.run(_terminate_under_load(service, clients=16, inputs=300))
+        outcome = asyncio.run(_terminate_under_load(service, clients=32, inputs=300))
         code, log = service.stop_when_exited()
     finally:
         service.stop()
     admitted, during_drain = outcome
-    assert [r.status_code for r in admitted] == [200] * 16
+    assert [r.status_code for r in admitted] == [200] * 32
     assert all(len(r.json()) == 300 for r in admitted)
     assert during_drain["ready"] == 503
     assert during_drain["embed"] == 503

@@ -31,3 +31,42 @@ def test_calls_back_once_for_a_run_past_its_timeout() -> None:
         watchdog.stop()
     assert [item for item, _ in calls] == ["stuck"]
     assert calls[0][1] >= 0.2
+
+
+def test_watches_each_runner_thread_on_its_own() -> None:
+    """Two runners: the stuck one is reported, the one that keeps finishing is not."""
+    calls: list[object] = []
+    fired = threading.Event()
+
+    def on_timeout(item: object, seconds: float) -> None:
+        calls.append(item)
+        fired.set()
+
+    watchdog = Watchdog(0.2, on_timeout)
+    watchdog.start()
+    release = threading.Event()
+
+    def stuck_runner() -> None:
+        watchdog.begin("stuck")
+        release.wait(5)
+        watchdog.end()
+
+    def quick_runner() -> None:
+        for k in range(20):
+            watchdog.begin(f"quick-{k}")
+            time.sleep(0.02)
+            watchdog.end()
+
+    threads = [threading.Thread(target=stuck_runner), threading.Thread(target=quick_runner)]
+    try:
+        for thread in threads:
+            thread.start()
+        assert fired.wait(2)
+        assert watchdog.overdue_s() > 0
+        release.set()
+        for thread in threads:
+            thread.join(5)
+        assert watchdog.overdue_s() == 0
+    finally:
+        watchdog.stop()
+    assert calls == ["stuck"]

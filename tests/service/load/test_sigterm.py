@@ -29,6 +29,7 @@ pytestmark = pytest.mark.slow
 CLIENTS = 32
 PER_REQUEST = 16  # 512 inputs in flight: about half a second of work queued at any time
 LOAD_BEFORE_S = 2.0
+BACKLOG_REQUESTS = 24  # of 256 inputs: seconds of single-row batches even on two runners
 EXIT_MARGIN_S = 3.0  # process start-up of the interpreter's exit, logs, sockets
 
 
@@ -179,8 +180,8 @@ def _unfinished_at_drain(log: str) -> int:
 async def _terminate_with_backlog(service: ServiceProcess) -> tuple[list[int], float]:
     texts = request_texts(1, 256)[0]
     async with httpx.AsyncClient(base_url=service.url, timeout=60) as client:
-        requests = [asyncio.create_task(_embed(client, texts)) for _ in range(8)]
-        await asyncio.sleep(1.0)  # 2048 inputs admitted, one per batch: far past the bound
+        requests = [asyncio.create_task(_embed(client, texts)) for _ in range(BACKLOG_REQUESTS)]
+        await asyncio.sleep(1.0)  # 6144 inputs admitted, one per batch: far past the bound
         start = time.monotonic()
         service.terminate()
         answers = await asyncio.gather(*requests)
