@@ -94,5 +94,6 @@ def test_in_order_keeps_the_budget_on_random_queues() -> None:
         lengths = [rng.randint(1, 40) for _ in range(rng.randint(1, 120))]
         budget, cap = rng.randint(40, 400), rng.randint(1, 16)
         picked = take_in_order(lengths, budget, cap)
-        assert picked == list(range(len(picked))) and 1 <= len(picked) <= cap
+        assert picked == list(range(len(picked)))
+        assert 1 <= len(picked) <= cap
         assert len(picked) == 1 or max(lengths[i] for i in picked) * len(picked) <= budget
