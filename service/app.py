@@ -45,21 +45,31 @@ CORS_HEADERS = {
 
 
 def build_app(
-    settings: Settings | None = None, *, engine_factory: EngineFactory = Engine
+    settings: Settings | None = None,
+    *,
+    engine_factory: EngineFactory = Engine,
+    engine_address: str | None = None,
 ) -> FastAPI:
     """A new app serving the bundle of `settings` (default: environment and defaults).
 
-    `engine_factory` builds the inference engine (tests pass one that fails or stalls).
+    `engine_factory` builds the inference engine (tests pass one that fails or stalls);
+    with `engine_address` (an HTTP worker of `--workers N`) the app runs no engine and sends
+    its work to the engine process listening there.
     Raises AuthConfigError if the configured API key digests cannot be used.
     """
     settings = settings or Settings()
     metrics = Metrics()
     keys = ApiKeys.load(settings.api_key_hashes, settings.api_key_file)
 
+    async def start_runtime() -> Runtime:
+        if engine_address is not None:
+            return await Runtime.connect(settings, metrics, engine_address)
+        return await asyncio.to_thread(Runtime.start, settings, metrics, engine_factory)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         try:
-            runtime = await asyncio.to_thread(Runtime.start, settings, metrics, engine_factory)
+            runtime = await start_runtime()
         except BundleError as exc:
             log.error("cannot serve the bundle", extra={"reason": str(exc)})
             raise
@@ -67,7 +77,8 @@ def build_app(
             log.error("cannot start the engine", extra={"reason": str(exc)})
             raise
         app.state.runtime = runtime
-        stop_metrics = _serve_metrics(settings, metrics)
+        # with workers, the engine process serves the separate metrics port for all of them
+        stop_metrics = _serve_metrics(settings, metrics) if engine_address is None else _nothing
         try:
             yield
         finally:
@@ -102,6 +113,10 @@ def _add_middleware(app: FastAPI, settings: Settings, metrics: Metrics, keys: Ap
     if settings.cors_origins:  # outside the key check: browsers send preflights without keys
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, **CORS_HEADERS)
     app.add_middleware(EdgeMiddleware, metrics=metrics, max_bytes=settings.max_body_bytes)
+
+
+def _nothing() -> None:
+    return None
 
 
 def _serve_metrics(settings: Settings, metrics: Metrics) -> Callable[[], None]:

@@ -207,6 +207,19 @@ class Engine:
         return sessions[threads]
 
 
+def cuda_usable(bundle: Bundle, provider: str) -> bool:
+    """Whether the encoder would run on CUDA with `provider` (probed on the small NLI head)."""
+    if provider == "cpu" or CUDA not in ort.get_available_providers():
+        return False
+    _preload_cuda_libraries()
+    ort.set_default_logger_severity(4)
+    try:
+        session = _session(bundle.files["nli"], [CUDA, CPU], threads=1)
+    finally:
+        ort.set_default_logger_severity(2)
+    return CUDA in session.get_providers()
+
+
 def pad_rows(rows: list[list[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
     """Token rows as a padded int64 batch [rows, longest] and their lengths [rows]."""
     lengths = np.array([len(row) for row in rows], dtype=np.int64)

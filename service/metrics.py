@@ -1,10 +1,14 @@
 """All Prometheus metrics of the service (prefix `gensen_`); `service.middleware` counts requests.
 
-Each app gets its own registry, so that several apps (tests) never collide.
+Each app gets its own registry, so that several apps (tests) never collide. With `--workers N`
+the processes write their metrics to the folder named by PROMETHEUS_MULTIPROC_DIR
+(prometheus-client's multiprocess mode, set up by `service.supervisor` before any process
+imports prometheus-client), and `/metrics` in any of them shows the sums over all of them.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -15,8 +19,11 @@ from prometheus_client import (
     Gauge,
     Histogram,
     generate_latest,
+    multiprocess,
     start_http_server,
 )
+
+MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
 
 PREFIX = "gensen"
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
@@ -46,7 +53,10 @@ class Metrics:
             f"{PREFIX}_rejected_requests", "Requests refused, by reason", ["reason"], registry=r
         )
         self.queue_depth = Gauge(
-            f"{PREFIX}_queue_depth", "Inputs admitted and waiting for a batch", registry=r
+            f"{PREFIX}_queue_depth",
+            "Inputs admitted and waiting for a batch",
+            registry=r,
+            multiprocess_mode="livesum",  # set by the engine process alone
         )
         self.queue_wait = Histogram(
             f"{PREFIX}_queue_wait_seconds",
@@ -83,6 +93,7 @@ class Metrics:
             "The served model; always 1",
             ["name", "version", "provider"],
             registry=r,
+            multiprocess_mode="livemax",
         )
         self._encoder_seconds = self.inference_seconds.labels(model="encoder")
         self._request_series: dict[tuple[str, int], tuple[Any, Any]] = {}
@@ -113,14 +124,22 @@ class Metrics:
         """Publish which model is served on which execution provider."""
         self.model_info.labels(name=name, version=version, provider=provider).set(1)
 
+    def exposed(self) -> CollectorRegistry:
+        """The registry to expose: this one, or every process's metrics with `--workers`."""
+        if not os.environ.get(MULTIPROC_DIR):
+            return self.registry
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return registry
+
     def render(self) -> tuple[bytes, str]:
         """The Prometheus text exposition and its content type."""
-        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        return generate_latest(self.exposed()), CONTENT_TYPE_LATEST
 
 
 def serve_metrics(metrics: Metrics, host: str, port: int) -> Callable[[], None]:
     """Serve `metrics` at http://host:port/metrics (its own thread); returns the stop function."""
-    server, thread = start_http_server(port, addr=host, registry=metrics.registry)
+    server, thread = start_http_server(port, addr=host, registry=metrics.exposed())
 
     def stop() -> None:
         server.shutdown()

@@ -1,8 +1,11 @@
 """The running model: bundle, tokenizer, engine, batcher, embedder and heads, wired once.
 
-`Runtime.start` loads and warms everything (readiness comes only after a real inference);
-`Runtime.drain` turns the service not-ready, stops admitting and waits for admitted work;
-`Runtime.stop` ends the worker. The app's lifespan calls these; nothing runs at import.
+`start_engine` loads and warms the encoder and starts its batcher (readiness comes only after
+a real inference). `Runtime.start` puts the front end (tokenizer, embedder, heads) on top of it
+in the same process; `Runtime.connect` builds the same front end in an HTTP worker process,
+on the engine process's batcher reached through `service.ipc`. `Runtime.drain` turns the
+service not-ready, stops admitting and waits for admitted work; `Runtime.stop` ends the
+batcher. The app's lifespan calls these; nothing runs at import.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from service.embedder import Embedder, RequestLimits
 from service.engine import Engine, runtime_version
 from service.errors import NotReady
 from service.heads import PairHeads
+from service.ipc import EngineClient
 from service.metrics import Metrics
 from service.planner import measure_step_cost
 from service.settings import Settings
@@ -37,18 +41,76 @@ EngineFactory = Callable[..., Engine]
 
 
 @dataclass
+class EngineSide:
+    """The encoder and its batcher, as the engine process (or the only process) runs them."""
+
+    bundle: Bundle
+    engine: Engine
+    batcher: Batcher
+
+    def facts(self) -> dict[str, Any]:
+        """What the front end reports of the engine (in /info and its start-up log)."""
+        return {
+            "provider": self.engine.provider,
+            "intra_op_threads": self.engine.parallelism.intra_op_threads,
+        }
+
+
+def start_engine(
+    settings: Settings, metrics: Metrics, engine_factory: EngineFactory = Engine
+) -> EngineSide:
+    """Load the bundle, open the engine, warm it up and start the batcher (blocking).
+
+    `engine_factory(bundle, provider=..., intra_op_threads=..., runners=...)` builds the
+    engine (None: chosen by the engine for its device).
+    """
+    began = time.perf_counter()
+    bundle = load_bundle(settings.bundle)
+    tokenizer = TextTokenizer(bundle.files["tokenizer"], bundle.max_tokens)
+    engine = engine_factory(
+        bundle,
+        provider=settings.provider,
+        intra_op_threads=_unless_auto(settings.intra_op_threads),
+        runners=_unless_auto(settings.batch_runners),
+    )
+    sample = tokenizer.encode(WARM_UP_TEXTS).ids
+    engine.warm_up(sample, tokenizer.pad_id)
+    step_cost = measure_step_cost(engine, token=sample[-1][0])
+    limits = batch_limits(settings, engine, step_cost)
+    batcher = Batcher(engine, tokenizer.pad_id, limits, metrics)
+    batcher.start()
+    metrics.set_model(bundle.name, bundle.version, engine.provider)
+    log.info(
+        "engine ready",
+        extra={
+            "model": bundle.name,
+            "version": bundle.version,
+            "provider": engine.provider,
+            "runners": limits.runners,
+            "intra_op_threads": engine.parallelism.intra_op_threads,
+            "max_batch_rows": limits.max_batch_rows,
+            "batch_tokens": limits.batch_tokens,
+            "step_cost_rows": round(step_cost, 2),
+            "startup_s": round(time.perf_counter() - began, 3),
+        },
+    )
+    return EngineSide(bundle, engine, batcher)
+
+
+@dataclass
 class Runtime:
-    """Everything a request needs, built from the settings by `Runtime.start`."""
+    """Everything a request needs, built from the settings by `Runtime.start` or `connect`."""
 
     settings: Settings
     metrics: Metrics
     bundle: Bundle
-    engine: Engine
     tokenizer: TextTokenizer
-    batcher: Batcher
+    batcher: Batcher | EngineClient
     embedder: Embedder
     heads: PairHeads
     model_name: str
+    engine_facts: dict[str, Any]
+    engine: Engine | None = None  # the engine, where it runs in this process
     ready: bool = False
     draining: bool = False
     started_at: float = field(default_factory=time.time)
@@ -57,60 +119,55 @@ class Runtime:
     def start(
         cls, settings: Settings, metrics: Metrics, engine_factory: EngineFactory = Engine
     ) -> Runtime:
-        """Load the bundle, open the engine, warm it up and start the batcher (blocking).
+        """Everything in this process: the engine side, then the front end on it (blocking)."""
+        side = start_engine(settings, metrics, engine_factory)
+        runtime = cls._front(settings, metrics, side.bundle, side.batcher, side.engine)
+        runtime.engine = side.engine
+        runtime.engine_facts = side.facts()
+        return runtime._open()
 
-        `engine_factory(bundle, provider=..., intra_op_threads=..., runners=...)` builds the
-        engine (None: chosen by the engine for its device).
-        """
-        began = time.perf_counter()
+    @classmethod
+    async def connect(cls, settings: Settings, metrics: Metrics, address: str) -> Runtime:
+        """The front end of an HTTP worker process, on the engine process at `address`."""
+        client = EngineClient(address)
+        await client.connect()
         bundle = load_bundle(settings.bundle)
+        heads_engine = Engine(bundle, provider="cpu", encoder=False)  # small: CPU is enough
+        runtime = cls._front(settings, metrics, bundle, client, heads_engine)
+        runtime.engine_facts = client.hello["engine"]
+        client.start()
+        return runtime._open()
+
+    @classmethod
+    def _front(
+        cls,
+        settings: Settings,
+        metrics: Metrics,
+        bundle: Bundle,
+        batcher: Batcher | EngineClient,
+        heads_engine: Engine,
+    ) -> Runtime:
         tokenizer = TextTokenizer(bundle.files["tokenizer"], bundle.max_tokens)
-        engine = engine_factory(
-            bundle,
-            provider=settings.provider,
-            intra_op_threads=_unless_auto(settings.intra_op_threads),
-            runners=_unless_auto(settings.batch_runners),
-        )
-        sample = tokenizer.encode(WARM_UP_TEXTS).ids
-        engine.warm_up(sample, tokenizer.pad_id)
-        step_cost = measure_step_cost(engine, token=sample[-1][0])
-        limits = batch_limits(settings, engine, step_cost)
-        batcher = Batcher(engine, tokenizer.pad_id, limits, metrics)
-        embedder = Embedder(tokenizer, batcher, _request_limits(settings))
-        runtime = cls(
+        return cls(
             settings=settings,
             metrics=metrics,
             bundle=bundle,
-            engine=engine,
             tokenizer=tokenizer,
             batcher=batcher,
-            embedder=embedder,
-            heads=PairHeads(engine, bundle, metrics),
+            embedder=Embedder(tokenizer, batcher, _request_limits(settings)),
+            heads=PairHeads(heads_engine, bundle, metrics),
             model_name=settings.model_name or bundle.name,
+            engine_facts={},
         )
-        batcher.start()
-        metrics.set_model(bundle.name, bundle.version, engine.provider)
+
+    def _open(self) -> Runtime:
         # Everything built so far lives as long as the process: the garbage collector need not
         # look at it again (full collections had taken a fifth of the event loop's CPU).
         gc.collect()
         gc.freeze()
-        embedder.accepting = runtime.ready = True
-        log.info(
-            "model ready",
-            extra={
-                "model": bundle.name,
-                "version": bundle.version,
-                "provider": engine.provider,
-                "runners": limits.runners,
-                "intra_op_threads": engine.parallelism.intra_op_threads,
-                "max_batch_rows": limits.max_batch_rows,
-                "batch_tokens": limits.batch_tokens,
-                "dim": bundle.dim,
-                "step_cost_rows": round(step_cost, 2),
-                "startup_s": round(time.perf_counter() - began, 3),
-            },
-        )
-        return runtime
+        self.embedder.accepting = self.ready = True
+        log.info("model ready", extra={"model": self.bundle.name, **self.engine_facts})
+        return self
 
     async def drain(self, timeout: float) -> bool:
         """Turn not-ready, refuse new work with 503, and wait up to `timeout` s for admitted work;
@@ -141,14 +198,15 @@ class Runtime:
             "model_version": self.bundle.version,
             "dim": self.bundle.dim,
             "max_tokens": self.bundle.max_tokens,
-            "provider": self.engine.provider,
+            "provider": self.engine_facts.get("provider", "unknown"),
             "limits": {
                 "max_inputs": s.max_inputs,
                 "max_input_chars": s.max_input_chars,
                 "batch_tokens": limits.batch_tokens,
                 "max_batch_rows": limits.max_batch_rows,
                 "batch_runners": limits.runners,
-                "intra_op_threads": self.engine.parallelism.intra_op_threads,
+                "intra_op_threads": self.engine_facts.get("intra_op_threads", 0),
+                "workers": self.engine_facts.get("workers", 1),
                 "group_by_length": limits.group_by_length,
                 "max_wait_ms": s.max_wait_ms,
                 "queue_capacity": s.queue_capacity,

@@ -61,8 +61,11 @@ class DrainingServer(uvicorn.Server):
             self.should_exit = True
 
 
-def serve(settings: Settings, app: FastAPI | None = None) -> None:
-    """Serve `app` (default: built for `settings`) until a signal drains and stops it."""
+def serve(
+    settings: Settings, app: FastAPI | None = None, sockets: list[socket.socket] | None = None
+) -> None:
+    """Serve `app` (default: built for `settings`) until a signal drains and stops it;
+    on `sockets` when given (a worker of `--workers N`), else on the settings' address."""
     app = app or build_app(settings)
     config = uvicorn.Config(
         app,
@@ -76,4 +79,4 @@ def serve(settings: Settings, app: FastAPI | None = None) -> None:
         timeout_graceful_shutdown=FLUSH_TIMEOUT_S,
         server_header=False,
     )
-    DrainingServer(config, app, settings.drain_timeout_s).run()
+    DrainingServer(config, app, settings.drain_timeout_s).run(sockets=sockets)
