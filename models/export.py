@@ -26,7 +26,7 @@ from torch import nn
 
 from models.config import TrainConfig
 from models.encoder import PAD_ID, GensenEncoder
-from models.onnx_graph import OPSET, build_encoder_graph
+from models.onnx_graph import CHUNK_ROWS, OPSET, build_encoder_graph
 from models.vocabulary import pad_batch
 
 NLI_LABELS = ["entailment", "neutral", "contradiction"]
@@ -136,6 +136,8 @@ def model_card(
             "num_layers": enc.num_layers,
             "projection_dim": enc.projection_dim,
         },
+        # how encoder.onnx batches (onnx_graph.py): a server need not group inputs by length
+        "encoder_graph": {"sorts_by_length": True, "chunk_rows": CHUNK_ROWS},
         "files": dict(FILES),
         "labels": {"nli": NLI_LABELS, "paraphrase": PARAPHRASE_LABELS},
         "paraphrase_threshold": 0.5,

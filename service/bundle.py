@@ -46,6 +46,13 @@ class Bundle:
         return int(self.card["max_tokens"])
 
     @property
+    def sorts_by_length(self) -> bool:
+        """Whether the encoder graph sorts a batch by length itself (`encoder_graph` in the
+        card): then grouping inputs by length before batching gains nothing."""
+        graph = self.card.get("encoder_graph")
+        return isinstance(graph, dict) and graph.get("sorts_by_length") is True
+
+    @property
     def nli_labels(self) -> list[str]:
         """NLI labels in logit order."""
         return list(self.card["labels"]["nli"])

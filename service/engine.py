@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import dataclasses
 import io
 import logging
 import os
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -47,7 +47,7 @@ TUNE_LENGTH = 16
 TUNE_SECONDS = 0.3
 
 
-@dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class DeviceLimits:
     """Batch limits that fit a device, used where the settings leave them unset."""
 
@@ -64,7 +64,7 @@ DEVICE_LIMITS = {
 }
 
 
-@dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class Parallelism:
     """How the encoder keeps the device busy: `runners` batches at once, each on its own
     thread, with `intra_op_threads` ONNX Runtime threads inside each run."""
@@ -115,8 +115,12 @@ class Engine:
 
     @property
     def device_limits(self) -> DeviceLimits:
-        """Batch limits that fit the device the encoder runs on."""
-        return DEVICE_LIMITS[self.provider]
+        """Batch limits that fit the device the encoder runs on (and the bundle's graph: one
+        that sorts a batch by length itself is fed in arrival order)."""
+        limits = DEVICE_LIMITS[self.provider]
+        if self._bundle.sorts_by_length:
+            return dataclasses.replace(limits, group_by_length=False)
+        return limits
 
     def embed(self, input_ids: np.ndarray, lengths: np.ndarray) -> np.ndarray:
         """Pooled, unnormalised embeddings [rows, dim] of a padded int64 batch [rows, seq]."""

@@ -265,3 +265,19 @@ def test_heads_only_engine_refuses_to_embed(tiny_bundle: Path) -> None:
     assert engine.predict("nli", u, u).shape == (1, 3)
     with pytest.raises(EngineError, match="heads only"):
         engine.embed(np.ones((1, 2), dtype=np.int64), np.array([2]))
+
+
+def test_a_graph_that_sorts_by_length_is_fed_in_arrival_order(
+    tiny_bundle: Path, tmp_path: Path
+) -> None:
+    """The exported graph sorts each batch itself (its card says so): the CPU planner then
+    takes rows in order; a bundle that does not say so gets length groups."""
+    sorted_inside = Engine(load_bundle(tiny_bundle), provider="cpu", intra_op_threads=1, runners=1)
+    assert load_bundle(tiny_bundle).sorts_by_length
+    assert not sorted_inside.device_limits.group_by_length
+    copy = Path(shutil.copytree(tiny_bundle, tmp_path / "bundle"))
+    card = json.loads((copy / "model.json").read_text())
+    del card["encoder_graph"]
+    (copy / "model.json").write_text(json.dumps(card))
+    plain = Engine(load_bundle(copy), provider="cpu", intra_op_threads=1, runners=1)
+    assert plain.device_limits.group_by_length
