@@ -20,7 +20,10 @@ PAD_TOKEN = "<pad>"
 # The Rust tokenizer releases the GIL, so a request's texts are tokenised on a thread of
 # its own pool, in parallel with the event loop, which pays only the hand-over (a fifth of
 # tokenising eight sentences there). Texts this short are tokenised on the loop: the
-# hand-over would cost more than the work.
+# hand-over would cost more than the work. So is everything while the pool's threads are all
+# busy: a thread needs the GIL twice per request, and behind a saturated loop each hand-over
+# can wait its 5 ms switch interval, so that a queue in front of the pool would grow without
+# bound (seconds of latency under overload); the loop doing the work itself never falls behind.
 INLINE_CHARS = 128
 TOKENIZER_THREADS = 2
 
@@ -53,6 +56,7 @@ class TextTokenizer:
         tokenizer.enable_truncation(max_length=max_tokens)
         self._tokenizer = tokenizer
         self._threads = ThreadPoolExecutor(TOKENIZER_THREADS, thread_name_prefix="gensen-tokenizer")
+        self._in_threads = 0  # requests being tokenised by the pool now
         self.pad_id: int = pad_id
         self.max_tokens = max_tokens
 
@@ -76,10 +80,14 @@ class TextTokenizer:
 
         `check(texts)`, when given, runs first, in the same place (on the loop or in the thread).
         """
-        if sum(len(text) for text in texts) <= INLINE_CHARS:
+        if self._in_threads >= TOKENIZER_THREADS or sum(map(len, texts)) <= INLINE_CHARS:
             return self._checked_encode(texts, check)
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._threads, self._checked_encode, texts, check)
+        self._in_threads += 1
+        try:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._threads, self._checked_encode, texts, check)
+        finally:
+            self._in_threads -= 1
 
     def _checked_encode(
         self, texts: list[str], check: Callable[[list[str]], None] | None

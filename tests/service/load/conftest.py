@@ -9,11 +9,13 @@ loopback; every figure is measured in the same run as the capacity it is compare
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import random
 import shutil
 import statistics
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -130,6 +132,20 @@ async def open_loop(
         return outcome
 
     return list(await asyncio.gather(*(one(i) for i in range(count))))
+
+
+@contextlib.contextmanager
+def frozen_heap() -> Iterator[None]:
+    """The load generator's own garbage collector kept off the clock: the test process holds
+    pytest's heap (torch and all, once the model tests are collected), and a full collection
+    over it stalls every client of the loop for hundreds of milliseconds, which a latency
+    bound would then charge to the service."""
+    gc.collect()
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 def median(values: list[float]) -> float:

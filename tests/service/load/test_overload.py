@@ -14,7 +14,14 @@ import numpy as np
 import pytest
 
 from tests.service.conftest import ServiceProcess, report_figure
-from tests.service.load.conftest import Closed, Outcome, closed_loop, open_loop, request_texts
+from tests.service.load.conftest import (
+    Closed,
+    Outcome,
+    closed_loop,
+    frozen_heap,
+    open_loop,
+    request_texts,
+)
 
 pytestmark = pytest.mark.slow
 PER_REQUEST = 32  # sentences per request: inference, not HTTP, is what saturates
@@ -36,7 +43,8 @@ def test_overload_at_four_times_capacity(real_bundle: Path) -> None:
     )
     try:
         service.wait_ready()
-        figures = asyncio.run(_overload(service.url))
+        with frozen_heap():
+            figures = asyncio.run(_overload(service.url))
         still_ready = httpx.get(f"{service.url}/ready").status_code
     finally:
         code, log = service.stop()
