@@ -67,13 +67,17 @@ COPY models/gensen-base/ /models/gensen-base/
 RUN python3 -m compileall -q /app/service
 
 # GENSEN_HOST/GENSEN_PORT are defaults, not flags, so that `-e GENSEN_PORT=...` still works.
+# GENSEN_WORKERS=auto: on a GPU, one HTTP worker process per CPU of the container feeding one
+# engine process; on the CPU, one process (the encoder needs the cores). Runners and threads
+# are measured at start-up.
 ENV PATH=/opt/venv/bin:${PATH} \
     PYTHONPATH=/app \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     GENSEN_BUNDLE=/models/gensen-base \
     GENSEN_HOST=0.0.0.0 \
-    GENSEN_PORT=8080
+    GENSEN_PORT=8080 \
+    GENSEN_WORKERS=auto
 
 USER ${APP_UID}:${APP_UID}
 EXPOSE 8080
