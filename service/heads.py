@@ -16,7 +16,9 @@ EPS = 1e-12
 
 def normalize(vectors: np.ndarray) -> np.ndarray:
     """Rows scaled to unit length (zero rows stay zero)."""
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    # einsum, not np.linalg.norm: the same sums, without its per-call overhead (it cost a
+    # tenth of the event loop's time per 8-input request)
+    norms = np.sqrt(np.einsum("ij,ij->i", vectors, vectors))[:, None]
     return vectors / np.maximum(norms, EPS)
 
 

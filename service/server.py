@@ -78,5 +78,8 @@ def serve(
         access_log=settings.access_log,
         timeout_graceful_shutdown=FLUSH_TIMEOUT_S,
         server_header=False,
+        # X-Forwarded-For rewriting is for access logs behind a proxy on loopback; this
+        # service is reached through a Service or an ingress, and it costs a layer per request.
+        proxy_headers=False,
     )
     DrainingServer(config, app, settings.drain_timeout_s).run(sockets=sockets)
