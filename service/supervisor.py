@@ -54,7 +54,10 @@ def run(settings: Settings, workers: int) -> int:
     """Serve with `workers` HTTP processes until a signal drains them; the exit code."""
     if not os.environ.get(MULTIPROC_DIR):
         raise RuntimeError(f"{MULTIPROC_DIR} must be set before prometheus-client is imported")
-    listener = uvicorn.Config("service.app:build_app", host=settings.host, port=settings.port)
+    # only to bind the socket as uvicorn does (log_config None: keep this process's JSON logs)
+    listener = uvicorn.Config(
+        "service.app:build_app", host=settings.host, port=settings.port, log_config=None
+    )
     sock = listener.bind_socket()
     try:
         return asyncio.run(_supervise(settings, workers, sock))
