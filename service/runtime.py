@@ -45,6 +45,7 @@ class EngineSide:
     """The encoder and its batcher, as the engine process (or the only process) runs them."""
 
     bundle: Bundle
+    tokenizer: TextTokenizer
     engine: Engine
     batcher: Batcher
 
@@ -94,7 +95,7 @@ def start_engine(
             "startup_s": round(time.perf_counter() - began, 3),
         },
     )
-    return EngineSide(bundle, engine, batcher)
+    return EngineSide(bundle, tokenizer, engine, batcher)
 
 
 @dataclass
@@ -121,7 +122,9 @@ class Runtime:
     ) -> Runtime:
         """Everything in this process: the engine side, then the front end on it (blocking)."""
         side = start_engine(settings, metrics, engine_factory)
-        runtime = cls._front(settings, metrics, side.bundle, side.batcher, side.engine)
+        runtime = cls._front(
+            settings, metrics, side.bundle, side.tokenizer, side.batcher, side.engine
+        )
         runtime.engine = side.engine
         runtime.engine_facts = side.facts()
         return runtime._open()
@@ -132,8 +135,9 @@ class Runtime:
         client = EngineClient(address)
         await client.connect()
         bundle = load_bundle(settings.bundle)
+        tokenizer = TextTokenizer(bundle.files["tokenizer"], bundle.max_tokens)
         heads_engine = Engine(bundle, provider="cpu", encoder=False)  # small: CPU is enough
-        runtime = cls._front(settings, metrics, bundle, client, heads_engine)
+        runtime = cls._front(settings, metrics, bundle, tokenizer, client, heads_engine)
         runtime.engine_facts = client.hello["engine"]
         client.start()
         return runtime._open()
@@ -144,10 +148,10 @@ class Runtime:
         settings: Settings,
         metrics: Metrics,
         bundle: Bundle,
+        tokenizer: TextTokenizer,
         batcher: Batcher | EngineClient,
         heads_engine: Engine,
     ) -> Runtime:
-        tokenizer = TextTokenizer(bundle.files["tokenizer"], bundle.max_tokens)
         return cls(
             settings=settings,
             metrics=metrics,

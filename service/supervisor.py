@@ -30,6 +30,7 @@ import shutil
 import signal
 import socket
 import tempfile
+import threading
 import time
 from multiprocessing.process import BaseProcess
 
@@ -180,7 +181,17 @@ def worker_main(settings: Settings, sock: socket.socket, address: str) -> None:
     os.setpgid(0, 0)  # a terminal's Ctrl-C reaches the engine process alone, which drains us
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     configure_logging(settings.log_level)
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
     serve(settings, build_app(settings, engine_address=address), sockets=[sock])
+
+
+def _exit_with_parent(parent: int) -> None:
+    """SIGTERM this worker once the engine process is gone (killed, not drained): a worker
+    without its engine can only answer 503, so it leaves rather than linger as an orphan."""
+    while os.getppid() == parent:
+        time.sleep(WATCH_PERIOD_S * 5)
+    log.error("the engine process has gone; this worker stops", extra={"pid": os.getpid()})
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _forget_metrics_of(process: BaseProcess) -> None:

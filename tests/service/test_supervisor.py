@@ -145,11 +145,11 @@ def test_sigterm_drains_every_worker_and_loses_nothing(tiny_bundle: Path) -> Non
     )
     try:
         service.wait_ready()
-        answers = asyncio.run(_terminate_with_queued_work(service, clients=16, inputs=300))
+        answers = asyncio.run(_terminate_with_queued_work(service, clients=32, inputs=300))
         code, log = service.stop_when_exited(timeout=90)
     finally:
         service.stop()
-    assert [a.status_code for a in answers] == [200] * 16
+    assert [a.status_code for a in answers] == [200] * 32
     assert all(len(a.json()) == 300 for a in answers)
     assert code == 0, log
     assert log.count('"message":"draining"') == 3  # the engine process and each worker
@@ -181,3 +181,30 @@ async def _terminate_with_queued_work(
 
 def _padded(row: list[int]) -> tuple[np.ndarray, np.ndarray]:
     return np.array([row], dtype=np.int64), np.array([len(row)], dtype=np.int64)
+
+
+def test_workers_leave_when_the_engine_process_is_killed(tiny_bundle: Path) -> None:
+    """Killed outright (no drain), the engine process leaves no orphan answering 503."""
+    service = ServiceProcess(tiny_bundle, "--workers", "2", "--batch-runners", "1")
+    try:
+        service.wait_ready()
+        pids = worker_pids(service)
+        service.proc.kill()
+        service.proc.wait(10)
+        end = time.monotonic() + 15
+        while any(_alive(pid) for pid in pids) and time.monotonic() < end:
+            time.sleep(0.1)
+        assert not any(_alive(pid) for pid in pids), service.stderr()
+    finally:
+        for pid in worker_pids(service):
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat")
+    return not (stat.exists() and stat.read_text().rsplit(")", 1)[1].split()[0] == "Z")
