@@ -1,10 +1,12 @@
-"""The dynamic batcher: one worker thread owns the queue and the encoder session.
+"""The dynamic batcher: a queue and `runners` worker threads sharing the encoder session.
 
 Requests (jobs) arrive as rows of token ids. When requests come often (their average gap is
-under `max_wait_s`) the worker waits at most `max_wait_s` after the oldest queued row for more
-work; at low load it does not wait. Then it takes a batch holding that oldest row, from rows of
-similar length (a recurrent encoder pays for padding in full; see `service.planner`), within a
-padded-token budget (longest × rows) and a row cap, runs it, and hands each job its rows; a
+under `max_wait_s`) a runner waits at most `max_wait_s` after the oldest queued row for more
+work; at low load it does not wait. Then it takes a batch holding that oldest row (in arrival
+order, or from rows of similar length where the encoder does not group them itself: a
+recurrent encoder pays for padding in full; see `service.planner`), within a padded-token
+budget (longest × rows) and a row cap, runs it while the other runners run theirs (ONNX Runtime
+sessions take concurrent runs), and hands each job its rows; a
 large job is spread over several batches and reassembled in order. Admission is bounded: past
 `queue_capacity` queued rows `submit` raises Overloaded at once. Jobs past their deadline or
 cancelled are dropped before inference. An engine failure fails the jobs of that batch only; a
