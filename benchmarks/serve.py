@@ -226,13 +226,32 @@ async def _client(
     writer.close()
 
 
-def request_bodies(sentences: list[str], per_request: int) -> list[tuple[bytes, int]]:
-    """Pre-built HTTP/1.1 requests to /embed with `per_request` sentences each."""
+ROUTES = ("/embed", "/v1/embeddings", "/similarity", "/paraphrase", "/nli")
+
+
+def request_body(route: str, texts: list[str]) -> dict:
+    """The JSON body of `route` for `texts` (pairs of consecutive texts on the pair routes)."""
+    pairs = list(zip(texts[::2], texts[1::2], strict=False))
+    if route == "/v1/embeddings":
+        return {"input": texts}
+    if route == "/similarity":
+        return {"inputs": {"source_sentence": texts[0], "sentences": texts[1:] or texts}}
+    if route == "/paraphrase":
+        return {"pairs": [list(pair) for pair in pairs] or [[texts[0], texts[0]]]}
+    if route == "/nli":
+        return {"pairs": [{"premise": a, "hypothesis": b} for a, b in pairs or [(texts[0],) * 2]]}
+    return {"inputs": texts}
+
+
+def request_bodies(
+    sentences: list[str], per_request: int, route: str = "/embed"
+) -> list[tuple[bytes, int]]:
+    """Pre-built HTTP/1.1 requests to `route` with `per_request` sentences each."""
     bodies = []
     for start in range(0, len(sentences) - per_request + 1, per_request):
-        body = json.dumps({"inputs": sentences[start : start + per_request]}).encode()
+        body = json.dumps(request_body(route, sentences[start : start + per_request])).encode()
         head = (
-            "POST /embed HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
+            f"POST {route} HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
             f"Content-Length: {len(body)}\r\n\r\n"
         )
         bodies.append((head.encode() + body, per_request))
@@ -260,6 +279,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--provider", default="cpu", choices=["auto", "cuda", "cpu"])
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--per-request", type=int, default=1, help="sentences per request")
+    parser.add_argument(
+        "--route", default="/embed", choices=ROUTES, help="route of the served load"
+    )
     parser.add_argument("--seconds", type=float, default=5.0, help="length of one measurement")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument(
@@ -336,6 +358,7 @@ class Figures:
             "workers": self.args.workers or "default",
             "server_flags": self.args.server_flags,
             "clients": self.args.clients,
+            "route": self.args.route,
             "sentences_per_request": self.args.per_request,
             "raw_arrival_sweep": {str(b): round(v, 1) for b, v in self.arrival.sweep.items()},
             "raw_by_length_sweep": {str(b): round(v, 1) for b, v in self.by_length.sweep.items()},
@@ -394,14 +417,16 @@ def measure(args: argparse.Namespace) -> Figures:
     )
     raws = []
     for name, ordered in (("arrival order", rows), ("sorted by length", sorted(rows, key=len))):
-        sweep = {b: raw_throughput(engine, ordered, pad, b, 1.5) for b in BATCH_SIZES}
+        sweep = {
+            b: raw_throughput(engine, ordered, pad, b, min(1.5, args.seconds)) for b in BATCH_SIZES
+        }
         raws.append(Raw(name, ordered, sweep, [], []))
         print(f"raw, {name:16} (sentences/s by batch size): {_row(sweep)}")
 
     flags = ["--provider", args.provider, *args.server_flags]
     if args.workers:
         flags += ["--workers", str(args.workers)]
-    bodies = request_bodies(sentences, args.per_request)
+    bodies = request_bodies(sentences, args.per_request, args.route)
     server = Server(args.bundle, free_port(), flags)
     asyncio.run(run_load(server.port, bodies, args.clients, 1.0))  # warm up
     served_runs = []
@@ -435,7 +460,7 @@ def report(figures: Figures) -> None:
         (f"raw encoder, batch {f['raw_arrival_best_batch']}, arrival order", arrival),
         (f"raw encoder, batch {f['raw_by_length_best_batch']}, sorted by length", by_length),
         (
-            f"served, {f['clients']} clients x {f['sentences_per_request']} sentence(s)",
+            f"served {f['route']}, {f['clients']} clients x {f['sentences_per_request']}",
             f["served_sentences_per_s"],
         ),
     ]

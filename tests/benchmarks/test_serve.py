@@ -1,0 +1,28 @@
+"""benchmarks.serve end to end on the tiny bundle (a fraction of a second a measurement):
+its figures are what the README quotes, so a benchmark that breaks fails a test."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.benchmarks.conftest import run_benchmark
+
+pytestmark = pytest.mark.slow
+
+
+def test_serve_benchmark_writes_its_figures(tiny_bundle: Path, tmp_path: Path) -> None:
+    out = tmp_path / "serve.json"
+    run_benchmark(
+        *("benchmarks.serve", "--bundle", str(tiny_bundle), "--provider", "cpu"),
+        *("--seconds", "0.3", "--rounds", "1", "--per-request", "4", "--route", "/nli"),
+        *("--clients", "4", "--out", str(out)),
+    )
+    figures = json.loads(out.read_text())
+    assert figures["route"] == "/nli"
+    assert figures["served_sentences_per_s"] > 0
+    assert figures["served_errors"] == 0
+    assert figures["main_thread_cpu_ms_per_request"] > 0
+    assert figures["raw_by_length_batch_64_sentences_per_s"] > 0
