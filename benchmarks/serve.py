@@ -102,22 +102,16 @@ def raw_latencies(engine: Engine, rows: list[list[int]], count: int = 500) -> li
 
 
 class Server:
-    """`python -m service` on a free loopback port, with extra flags."""
+    """`python -m service` on a free loopback port, with extra flags; from the checkout at
+    `tree` (default: this one)."""
 
-    def cpu_seconds(self) -> tuple[float, float]:
-        """CPU seconds so far of the service's processes: their main threads, all threads."""
-        main = total = 0.0
-        for pid in _process_tree(self.proc.pid):
-            main += _cpu_of(f"/proc/{pid}/task/{pid}/stat")
-            total += _cpu_of(f"/proc/{pid}/stat")
-        return main, total
-
-    def __init__(self, bundle: Path, port: int, flags: list[str]) -> None:
+    def __init__(self, bundle: Path, port: int, flags: list[str], tree: Path = REPO_ROOT) -> None:
         self.url = f"http://127.0.0.1:{port}"
         self.port = port
         command = [sys.executable, "-m", "service", "--bundle", str(bundle), "--port", str(port)]
         command += ["--log-level", "warning", *flags]
-        self.proc = subprocess.Popen(command, cwd=REPO_ROOT)
+        env = {**os.environ, "PYTHONPATH": str(tree)}
+        self.proc = subprocess.Popen(command, cwd=tree, env=env)
         end = time.monotonic() + 120
         while time.monotonic() < end:
             if self.proc.poll() is not None:
@@ -127,6 +121,14 @@ class Server:
                     return
             time.sleep(0.2)
         raise SystemExit("server did not become ready")
+
+    def cpu_seconds(self) -> tuple[float, float]:
+        """CPU seconds so far of the service's processes: their main threads, all threads."""
+        main = total = 0.0
+        for pid in _process_tree(self.proc.pid):
+            main += _cpu_of(f"/proc/{pid}/task/{pid}/stat")
+            total += _cpu_of(f"/proc/{pid}/stat")
+        return main, total
 
     def info(self) -> dict:
         """The server's /info."""

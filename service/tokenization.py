@@ -25,7 +25,7 @@ PAD_TOKEN = "<pad>"
 # can wait its 5 ms switch interval, so that a queue in front of the pool would grow without
 # bound (seconds of latency under overload); the loop doing the work itself never falls behind.
 INLINE_CHARS = 128
-TOKENIZER_THREADS = 4
+TOKENIZER_THREADS = 8
 
 
 @dataclass(frozen=True, slots=True)
