@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import sys
 import tempfile
 
@@ -56,10 +57,16 @@ def _serve(settings: Settings) -> int:
     # The rest is imported only now: with workers, every process must find prometheus-client's
     # multiprocess folder set before it first imports prometheus-client.
     if workers > 1:
-        os.environ.setdefault(MULTIPROC_DIR, tempfile.mkdtemp(prefix="gensen-metrics-"))
+        created = None  # a folder the user set is theirs: it is neither made nor removed here
+        if not os.environ.get(MULTIPROC_DIR):
+            created = os.environ[MULTIPROC_DIR] = tempfile.mkdtemp(prefix="gensen-metrics-")
         from service import supervisor
 
-        return supervisor.run(settings, workers)
+        try:
+            return supervisor.run(settings, workers)
+        finally:
+            if created is not None:
+                shutil.rmtree(created, ignore_errors=True)
     from service.app import build_app
     from service.server import serve
 

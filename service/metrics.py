@@ -2,7 +2,7 @@
 
 Each app gets its own registry, so that several apps (tests) never collide. With `--workers N`
 the processes write their metrics to the folder named by PROMETHEUS_MULTIPROC_DIR
-(prometheus-client's multiprocess mode, set up by `service.supervisor` before any process
+(prometheus-client's multiprocess mode, set up by `python -m service` before any process
 imports prometheus-client), and `/metrics` in any of them shows the sums over all of them.
 """
 

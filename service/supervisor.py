@@ -64,7 +64,6 @@ def run(settings: Settings, workers: int) -> int:
         return asyncio.run(_supervise(settings, workers, sock))
     finally:
         sock.close()
-        shutil.rmtree(os.environ[MULTIPROC_DIR], ignore_errors=True)
 
 
 async def _supervise(settings: Settings, count: int, sock: socket.socket) -> int:
