@@ -23,7 +23,7 @@ from service.bundle import load_bundle
 from service.engine import Engine
 from service.heads import normalize
 from service.tokenization import TextTokenizer
-from tests.service.conftest import ServiceProcess
+from tests.service.conftest import ServiceProcess, free_port
 
 pytestmark = pytest.mark.slow
 TEXTS = ["a man is playing the guitar", "a dog", "two children are riding a horse on the beach"]
@@ -208,3 +208,20 @@ def _alive(pid: int) -> bool:
         return False
     stat = Path(f"/proc/{pid}/stat")
     return not (stat.exists() and stat.read_text().rsplit(")", 1)[1].split()[0] == "Z")
+
+
+def test_the_metrics_port_is_served_by_the_engine_process(tiny_bundle: Path) -> None:
+    metrics_port = free_port()
+    service = ServiceProcess(
+        tiny_bundle, "--workers", "2", "--batch-runners", "1", "--metrics-port", str(metrics_port)
+    )
+    try:
+        service.wait_ready()
+        assert httpx.post(f"{service.url}/embed", json={"inputs": TEXTS}).status_code == 200
+        assert httpx.get(f"{service.url}/metrics").status_code == 404  # not on the API port
+        text = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics").text
+        assert _metric(text, 'gensen_requests_total\\{route="/embed",status="200"\\}') == 1
+        assert _metric(text, "gensen_inputs_total") == len(TEXTS)
+    finally:
+        code, log = service.stop()
+    assert code == 0, log
