@@ -19,16 +19,22 @@ nvidia=$(python3 -c 'import nvidia, os; print(list(nvidia.__path__)[0])' 2>/dev/
 [ -n "$nvidia" ] && [ ! -e /tmp/site/nvidia ] && ln -s "$nvidia" /tmp/site/nvidia
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$out/nvidia-smi.csv" 2>&1
 
+get() {  # URL [JSON body]: the answer's body; fails on a status other than 200 (httpx, not curl)
+  python3 -c 'import sys, httpx
+r = httpx.post(sys.argv[1], content=sys.argv[2]) if len(sys.argv) > 2 else httpx.get(sys.argv[1])
+sys.stdout.write(r.text); sys.exit(r.status_code != 200)' "$@"
+}
+
 start_check() {  # provider port: start the service without LD_LIBRARY_PATH, save /info and log
   env -u LD_LIBRARY_PATH python3 -m service --provider "$1" --port "$2" > "$out/start-$1.log" 2>&1 &
   local pid=$!
   for _ in $(seq 1 120); do
-    curl -sf "http://127.0.0.1:$2/ready" > /dev/null && break
+    get "http://127.0.0.1:$2/ready" > /dev/null 2>&1 && break
     kill -0 "$pid" 2> /dev/null || break
     sleep 0.5
   done
-  curl -s "http://127.0.0.1:$2/info" > "$out/info-$1.json"
-  curl -s "http://127.0.0.1:$2/embed" -d '{"inputs": ["A man plays a guitar."]}' | head -c 200 > "$out/embed-$1.txt"
+  get "http://127.0.0.1:$2/info" > "$out/info-$1.json" 2>&1
+  get "http://127.0.0.1:$2/embed" '{"inputs": ["A man plays a guitar."]}' 2>&1 | head -c 200 > "$out/embed-$1.txt"
   kill -TERM "$pid" 2> /dev/null; wait "$pid"; echo "exit $?" >> "$out/start-$1.log"
 }
 start_check cuda 8091
