@@ -40,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
         return _refuse("cannot start the engine", exc)
     except AuthConfigError as exc:
         return _refuse("cannot use the API key digests", exc)
+    except OSError as exc:  # with workers: the port cannot be bound
+        return _refuse("cannot listen", exc)
 
 
 def worker_count(settings: Settings) -> int:

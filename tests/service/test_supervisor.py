@@ -11,6 +11,7 @@ import json
 import os
 import re
 import signal
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -225,3 +226,39 @@ def test_the_metrics_port_is_served_by_the_engine_process(tiny_bundle: Path) -> 
     finally:
         code, log = service.stop()
     assert code == 0, log
+
+
+def test_a_port_in_use_is_refused_with_a_clear_error(tiny_bundle: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        service = ServiceProcess(tiny_bundle, "--workers", "2", "--port", str(port))
+        code = service.proc.wait(60)
+    assert code == 2
+    assert "cannot listen" in service.stderr()
+    assert "Address already in use" in service.stderr()
+
+
+def test_connections_are_spread_over_the_workers(workers: ServiceProcess) -> None:
+    """Each worker listens on its own socket of the port (SO_REUSEPORT): 32 connections opened
+    at once do not all land on one worker, as they did on one shared listening socket."""
+    pids = worker_pids(workers)[-2:]
+    before = {pid: _main_thread_cpu(pid) for pid in pids}
+
+    async def load() -> None:
+        clients = [httpx.AsyncClient(base_url=workers.url) for _ in range(32)]
+        try:
+            for _ in range(10):
+                await asyncio.gather(*(c.post("/embed", json={"inputs": TEXTS}) for c in clients))
+        finally:
+            await asyncio.gather(*(c.aclose() for c in clients))
+
+    asyncio.run(load())
+    used = [_main_thread_cpu(pid) - before[pid] for pid in pids]
+    assert min(used) > 0.15 * sum(used), used
+
+
+def _main_thread_cpu(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
