@@ -56,7 +56,6 @@ def run(settings: Settings, workers: int) -> int:
     """Serve with `workers` HTTP processes until a signal drains them; the exit code."""
     if not os.environ.get(MULTIPROC_DIR):
         raise RuntimeError(f"{MULTIPROC_DIR} must be set before prometheus-client is imported")
-    # only to bind the socket as uvicorn does (log_config None: keep this process's JSON logs)
     reuse_port_socket(settings.host, settings.port, shared=False).close()  # nobody else on it
     reserved = reuse_port_socket(settings.host, settings.port)  # bound, never listening
     try:
