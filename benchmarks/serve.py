@@ -40,7 +40,7 @@ import numpy as np
 
 from models.data import data_root, read_stsb
 from service.bundle import load_bundle
-from service.engine import Engine, available_cpus
+from service.engine import Engine, available_cpus, pad_rows
 from service.settings import DEFAULT_BUNDLE, REPO_ROOT
 from service.tokenization import TextTokenizer
 
@@ -70,13 +70,10 @@ def raw_throughput(
     engine: Engine, rows: list[list[int]], pad_id: int, batch: int, seconds: float
 ) -> float:
     """Sentences per second through `engine.embed` in consecutive batches of `batch` rows."""
-    batches = []
-    for start in range(0, len(rows) - batch + 1, batch):
-        chunk = rows[start : start + batch]
-        ids = np.full((batch, max(map(len, chunk))), pad_id, dtype=np.int64)
-        for i, row in enumerate(chunk):
-            ids[i, : len(row)] = row
-        batches.append((ids, np.array([len(r) for r in chunk], dtype=np.int64)))
+    batches = [
+        pad_rows(rows[start : start + batch], pad_id)
+        for start in range(0, len(rows) - batch + 1, batch)
+    ]
     random.Random(0).shuffle(batches)  # any stretch of time sees every length
     engine.embed(*batches[0])
     done, began, i = 0, time.perf_counter(), 0

@@ -17,6 +17,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
@@ -216,11 +217,8 @@ def cuda_usable(bundle: Bundle, provider: str) -> bool:
     if provider == "cpu" or CUDA not in ort.get_available_providers():
         return False
     _preload_cuda_libraries()
-    ort.set_default_logger_severity(4)
-    try:
+    with _quiet_logs():
         session = _session(bundle.files["nli"], [CUDA, CPU], threads=1)
-    finally:
-        ort.set_default_logger_severity(2)
     return CUDA in session.get_providers()
 
 
@@ -317,13 +315,8 @@ def _open_encoder(bundle: Bundle, provider: str, threads: int) -> tuple[ort.Infe
             raise EngineError("provider cuda: this ONNX Runtime build has no CUDA provider")
         return _session(path, [CPU], threads), "cpu"
     _preload_cuda_libraries()
-    quiet = provider == "auto"
-    if quiet:  # the failed CUDA probe would print a frightening error on every CPU machine
-        ort.set_default_logger_severity(4)
-    try:
+    with _quiet_logs() if provider == "auto" else contextlib.nullcontext():
         session = _session(path, [CUDA, CPU], threads, ONE_CHUNK)
-    finally:
-        ort.set_default_logger_severity(2)
     if CUDA in session.get_providers():
         return session, "cuda"
     why = _cuda_load_problem()
@@ -331,6 +324,17 @@ def _open_encoder(bundle: Bundle, provider: str, threads: int) -> tuple[ort.Infe
         raise EngineError(f"provider cuda: ONNX Runtime cannot run CUDA here ({why})")
     log.info("CUDA provider not usable here; running on CPU", extra={"reason": why})
     return _session(path, [CPU], threads), "cpu"
+
+
+@contextlib.contextmanager
+def _quiet_logs() -> Iterator[None]:
+    """ONNX Runtime's own log silenced: a failed CUDA probe would print a frightening error on
+    every CPU machine (the reason is logged by this module instead)."""
+    ort.set_default_logger_severity(4)
+    try:
+        yield
+    finally:
+        ort.set_default_logger_severity(2)
 
 
 def _preload_cuda_libraries() -> None:

@@ -111,7 +111,7 @@ class Runtime:
     heads: PairHeads
     model_name: str
     engine_facts: dict[str, Any]
-    engine: Engine | None = None  # the engine, where it runs in this process
+    engine: Engine  # this process's engine: the encoder's, or the heads alone in a worker
     ready: bool = False
     draining: bool = False
     started_at: float = field(default_factory=time.time)
@@ -122,12 +122,9 @@ class Runtime:
     ) -> Runtime:
         """Everything in this process: the engine side, then the front end on it (blocking)."""
         side = start_engine(settings, metrics, engine_factory)
-        runtime = cls._front(
-            settings, metrics, side.bundle, side.tokenizer, side.batcher, side.engine
+        return cls._front(
+            settings, metrics, side.bundle, side.tokenizer, side.batcher, side.engine, side.facts()
         )
-        runtime.engine = side.engine
-        runtime.engine_facts = side.facts()
-        return runtime._open()
 
     @classmethod
     async def connect(cls, settings: Settings, metrics: Metrics, address: str) -> Runtime:
@@ -137,10 +134,10 @@ class Runtime:
         bundle = load_bundle(settings.bundle)
         tokenizer = TextTokenizer(bundle.files["tokenizer"], bundle.max_tokens)
         heads_engine = Engine(bundle, provider="cpu", encoder=False)  # small: CPU is enough
-        runtime = cls._front(settings, metrics, bundle, tokenizer, client, heads_engine)
-        runtime.engine_facts = client.hello["engine"]
         client.start()
-        return runtime._open()
+        return cls._front(
+            settings, metrics, bundle, tokenizer, client, heads_engine, client.hello["engine"]
+        )
 
     @classmethod
     def _front(
@@ -151,8 +148,10 @@ class Runtime:
         tokenizer: TextTokenizer,
         batcher: Batcher | EngineClient,
         heads_engine: Engine,
+        engine_facts: dict[str, Any],
     ) -> Runtime:
-        return cls(
+        """The front end on `batcher`, open for requests."""
+        runtime = cls(
             settings=settings,
             metrics=metrics,
             bundle=bundle,
@@ -160,9 +159,11 @@ class Runtime:
             batcher=batcher,
             embedder=Embedder(tokenizer, batcher, _request_limits(settings)),
             heads=PairHeads(heads_engine, bundle, metrics),
+            engine=heads_engine,
             model_name=settings.model_name or bundle.name,
-            engine_facts={},
+            engine_facts=engine_facts,
         )
+        return runtime._open()
 
     def _open(self) -> Runtime:
         # Everything built so far lives as long as the process: the garbage collector need not
