@@ -141,17 +141,18 @@ def test_sigterm_drains_every_worker_and_loses_nothing(tiny_bundle: Path) -> Non
     service = ServiceProcess(
         tiny_bundle,
         *("--workers", "2", "--batch-runners", "1", "--max-batch-rows", "1"),
-        *("--max-wait-ms", "0", "--max-inputs", "300", "--queue-capacity", "20000"),
+        # 32,000 single-row batches (seconds of work): admission finishes long before them
+        *("--max-wait-ms", "0", "--max-inputs", "2000", "--queue-capacity", "40000"),
         *("--drain-timeout-s", "60"),
     )
     try:
         service.wait_ready()
-        answers = asyncio.run(_terminate_with_queued_work(service, clients=32, inputs=300))
+        answers = asyncio.run(_terminate_with_queued_work(service, clients=16, inputs=2000))
         code, log = service.stop_when_exited(timeout=90)
     finally:
         service.stop()
-    assert [a.status_code for a in answers] == [200] * 32
-    assert all(len(a.json()) == 300 for a in answers)
+    assert [a.status_code for a in answers] == [200] * 16
+    assert all(len(a.json()) == 2000 for a in answers)
     assert code == 0, log
     assert log.count('"message":"draining"') == 3  # the engine process and each worker
     assert '"message":"worker did not exit in time' not in log
