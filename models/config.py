@@ -37,6 +37,9 @@ class HeadFit:
     # SICK train alone makes the better served NLI head: with SNLI added, SICK trial fell from
     # 84 to 78 (SNLI's pairs already shaped the encoder in multi-task training).
     nli_with_snli: bool = False
+    paraphrase_with_ppdb: bool = True  # PPDB synonym pairs beside MRPC's
+    folds: int = 5  # held-out folds for the temperature and the paraphrase threshold
+    hidden: int | None = None  # hidden units of a served head (None: the config's head_hidden)
 
 
 @dataclass
@@ -48,7 +51,8 @@ class TrainConfig:
     max_unlabeled: int = 200_000  # unlabeled sentences sampled for distillation
     vocab_size: int = 40_000
     lowercase: bool = True
-    max_tokens: int = 64  # longer sentences are truncated, in training and in the service
+    max_tokens: int = 64  # the longest input trained and exported; the service windows longer ones
+    teachers: list[str] = field(default_factory=lambda: ["paraphrase-MiniLM-L3-v2"])
     glove_init: bool = True  # GloVe 6B-50d in the first 50 embedding dimensions
     # model
     encoder: EncoderConfig = field(default_factory=lambda: EncoderConfig(vocab_size=40_000))
@@ -56,6 +60,7 @@ class TrainConfig:
     # optimisation
     sentence_batch: int = 128  # sentences per distillation step
     pair_batch: int = 64  # pairs per pair-task step
+    passage_batch: int = 32  # passages (runs of consecutive sentences) per passage step
     grad_clip: float = 1.0
     phases: list[Phase] = field(default_factory=list)
     head_fit: HeadFit | None = None  # None: export the heads as multi-task training left them

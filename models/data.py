@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 import os
+import random
 import re
 import zipfile
 from collections.abc import Iterator
@@ -127,6 +128,20 @@ def read_mrpc(root: Path) -> list[Pair]:
         if len(cols) >= 5:
             out.append(Pair(cols[3], cols[4], int(cols[0].lstrip("\ufeff"))))
     return out
+
+
+MRPC_DEV_FRACTION = 0.2
+MRPC_DEV_SEED = "mrpc-dev"  # fixed, so that every config and run holds out the same pairs
+
+
+def mrpc_split(root: Path) -> tuple[list[Pair], list[Pair]]:
+    """MRPC train as (train, dev): a fixed, seeded fifth of its pairs is dev, kept out of all
+    training (tasks, distillation corpus, head fitting) so that the paraphrase figure is honest."""
+    pairs = read_mrpc(root)
+    order = list(range(len(pairs)))
+    random.Random(MRPC_DEV_SEED).shuffle(order)
+    dev = set(order[: round(len(pairs) * MRPC_DEV_FRACTION)])
+    return [p for i, p in enumerate(pairs) if i not in dev], [pairs[i] for i in sorted(dev)]
 
 
 def read_ppdb(root: Path) -> list[tuple[str, str]]:

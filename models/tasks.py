@@ -63,12 +63,12 @@ class Task:
 
 
 class DistillationTask(Task):
-    """Match the teacher's sentence vector: loss 1 - cosine(student, teacher)."""
+    """Match the teacher's vector of a text: loss 1 - cosine(student, teacher)."""
 
-    name = "distill"
-
-    def __init__(self, ids: list[list[int]], teacher: np.ndarray, batch_size: int) -> None:
-        self.ids, self.teacher, self.batch_size = ids, teacher, batch_size
+    def __init__(
+        self, ids: list[list[int]], teacher: np.ndarray, batch_size: int, name: str = "distill"
+    ) -> None:
+        self.ids, self.teacher, self.batch_size, self.name = ids, teacher, batch_size, name
         self.lengths = np.array([len(r) for r in ids])
 
     def make_batch(self, rows: np.ndarray) -> Batch:
@@ -119,6 +119,36 @@ class ClassificationTask(PairTask):
 HEAD_CLASSES = {"nli": 3, "paraphrase": 2, "rte": 2}
 
 
+def passage_examples(
+    sentence_ids: list[list[int]],
+    targets: np.ndarray,
+    passages: list[list[int]],
+    max_tokens: int,
+    seed: int,
+) -> tuple[list[list[int]], np.ndarray]:
+    """Passages as one token sequence each, with the mean of their sentences' unit targets.
+
+    Each passage keeps a seeded prefix of two or more of its sentences, cut to whole sentences
+    within `max_tokens`, so that lengths spread from two sentences to the model's limit.
+    """
+    rng = random.Random(f"{seed}/passages")
+    units = targets / np.maximum(np.linalg.norm(targets, axis=1, keepdims=True), 1e-12)
+    ids, vectors = [], []
+    for passage in passages:
+        chosen: list[int] = []
+        tokens: list[int] = []
+        for i in passage[: rng.randint(2, len(passage))]:
+            if len(tokens) + len(sentence_ids[i]) > max_tokens:
+                break
+            chosen.append(i)
+            tokens += sentence_ids[i]
+        if len(chosen) > 1:
+            ids.append(tokens)
+            mean = units[chosen].mean(0)
+            vectors.append(mean / max(float(np.linalg.norm(mean)), 1e-12))
+    return ids, np.array(vectors, dtype=np.float32).reshape(len(ids), targets.shape[1])
+
+
 @dataclass
 class TaskData:
     """What the tasks are built from: the data root, the tokenizer, the teacher's vectors."""
@@ -129,6 +159,7 @@ class TaskData:
     sentences: list[str]
     teacher: np.ndarray | None
     seed: int = 0
+    passages: list[list[int]] | None = None  # runs of consecutive sentences (indices)
 
 
 def _pair_task(
@@ -152,9 +183,11 @@ def without_sentences(
     return [p for p in pairs if p[0] not in held and p[1] not in held]
 
 
-def paraphrase_pairs(root: Path, seed: int) -> list[tuple[str, str, float]]:
-    """MRPC train, plus PPDB synonym pairs with as many shuffled negatives."""
-    pairs = [(p.a, p.b, p.label) for p in data.read_mrpc(root)]
+def paraphrase_pairs(root: Path, seed: int, with_ppdb: bool = True) -> list[tuple[str, str, float]]:
+    """MRPC train less its dev fifth, plus PPDB synonym pairs with as many shuffled negatives."""
+    pairs = [(p.a, p.b, p.label) for p in data.mrpc_split(root)[0]]
+    if not with_ppdb:
+        return pairs
     rng = random.Random(seed)
     ppdb = rng.sample(data.read_ppdb(root), 2000)
     shuffled = rng.sample([b for _, b in ppdb], len(ppdb))
@@ -165,7 +198,7 @@ def paraphrase_pairs(root: Path, seed: int) -> list[tuple[str, str, float]]:
 
 
 def build_tasks(
-    names: set[str], d: TaskData, sentence_batch: int, pair_batch: int
+    names: set[str], d: TaskData, sentence_batch: int, pair_batch: int, passage_batch: int = 32
 ) -> dict[str, Task]:
     """The named tasks (see the config's phase weights), built from the shared data folder.
 
@@ -175,10 +208,15 @@ def build_tasks(
     with SICK trial by SICK's design (never a pair), and is kept whole.
     """
     root, tasks, held = d.root, {}, corpus.stsb_dev_sentences(d.root)
+    if names & {"distill", "passage"}:
+        sentence_ids = encode(d.tokenizer, d.sentences, d.max_tokens)
     if "distill" in names:
-        tasks["distill"] = DistillationTask(
-            encode(d.tokenizer, d.sentences, d.max_tokens), d.teacher, sentence_batch
+        tasks["distill"] = DistillationTask(sentence_ids, d.teacher, sentence_batch)
+    if "passage" in names:
+        ids, targets = passage_examples(
+            sentence_ids, d.teacher, d.passages or [], d.max_tokens, d.seed
         )
+        tasks["passage"] = DistillationTask(ids, targets, passage_batch, name="passage")
     if "sts" in names:
         pairs = [
             (p.a, p.b, p.label / 5)
@@ -211,6 +249,6 @@ def build_tasks(
     unknown = names - tasks.keys()
     if unknown:
         raise ValueError(
-            f"unknown tasks {sorted(unknown)}; known: distill, sts, nli, rte, paraphrase"
+            f"unknown tasks {sorted(unknown)}; known: distill, passage, sts, nli, rte, paraphrase"
         )
     return tasks

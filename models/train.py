@@ -15,7 +15,7 @@ import logging
 import math
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -149,7 +149,8 @@ def prepare(config: TrainConfig, root: Path) -> TaskData:
     """Corpus, tokenizer (learned once, kept in run_dir) and teacher vectors."""
     run_dir = Path(config.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    sentences = corpus.training_sentences(root, config.max_unlabeled, config.seed)
+    text = corpus.training_corpus(root, config.max_unlabeled, config.seed)
+    sentences = text.sentences
     tokenizer_path = run_dir / "tokenizer.json"
     if tokenizer_path.exists():
         tokenizer = Tokenizer.from_file(str(tokenizer_path))
@@ -157,12 +158,23 @@ def prepare(config: TrainConfig, root: Path) -> TaskData:
         tokenizer = train_tokenizer(sentences, config.vocab_size, config.lowercase)
         tokenizer.save(str(tokenizer_path))
     teacher = None
-    if any("distill" in p.weights for p in config.phases):
-        from models.teacher import cached_teacher_vectors
+    if any({"distill", "passage"} & p.weights.keys() for p in config.phases):
+        from models.teacher import cached_teacher_vectors, combined_targets
 
-        teacher = cached_teacher_vectors(sentences, Path(".cache/teacher"), config.threads)
-    log.info("corpus: %d sentences, vocabulary %d", len(sentences), tokenizer.get_vocab_size())
-    return TaskData(root, tokenizer, config.max_tokens, sentences, teacher, config.seed)
+        cache = Path(".cache/teacher")
+        vectors = [
+            cached_teacher_vectors(sentences, cache, config.threads, n) for n in config.teachers
+        ]
+        teacher = combined_targets(vectors, config.encoder.output_dim)
+    log.info(
+        "corpus: %d sentences, %d passages, vocabulary %d",
+        len(sentences),
+        len(text.passages),
+        tokenizer.get_vocab_size(),
+    )
+    return TaskData(
+        root, tokenizer, config.max_tokens, sentences, teacher, config.seed, text.passages
+    )
 
 
 @dataclass
@@ -191,7 +203,11 @@ def train(config: TrainConfig, root: Path, stop_after: int | None = None) -> Tra
         load_checkpoint(checkpoint, encoder, heads, optimizer) if checkpoint.exists() else (0, 0.0)
     )
     tasks = build_tasks(
-        {n for p in config.phases for n in p.weights}, d, config.sentence_batch, config.pair_batch
+        {n for p in config.phases for n in p.weights},
+        d,
+        config.sentence_batch,
+        config.pair_batch,
+        config.passage_batch,
     )
     sampler = TaskSampler(config, tasks)
     sampler.fast_forward(start)
@@ -279,9 +295,11 @@ def main() -> None:
     model = evaluate.TorchModel(
         result.encoder, result.heads, result.data.tokenizer, config.max_tokens
     )
+    card_extra: dict = {}
     if config.head_fit is not None:
-        fitted = fit_served_heads(model.embed, result.heads, root, config.head_fit, config.seed)
-        log.info("heads refitted on the frozen encoder, held-out accuracy %s", fitted)
+        reports = fit_served_heads(model.embed, result.heads, root, config.head_fit, config.seed)
+        card_extra["heads"] = {name: asdict(report) for name, report in reports.items()}
+        card_extra["paraphrase_threshold"] = reports["paraphrase"].threshold
     log.info(
         "final dev %s",
         evaluate.dev_scores_torch(
@@ -298,6 +316,7 @@ def main() -> None:
             result.data.tokenizer,
             config,
             training,
+            card_extra,
         )
 
 

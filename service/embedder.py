@@ -28,6 +28,7 @@ from service.jobs import Job
 from service.logs import current_request_id
 from service.schemas import CONTROL_CLASS
 from service.tokenization import Encoded, TextTokenizer
+from service.windows import split
 
 Disconnected = Callable[[], Awaitable[Any]]
 WATCH_AFTER_S = 0.1  # a request still waiting after this long starts watching its connection
@@ -47,10 +48,12 @@ class RequestLimits:
 
 @dataclass(frozen=True, slots=True)
 class Embeddings:
-    """Raw embeddings [inputs, dim] in input order and the number of tokens they took."""
+    """Raw embeddings [inputs, dim] in input order, and what was embedded to make them."""
 
     vectors: np.ndarray
-    tokens: int
+    tokens: int  # tokens of the inputs that were embedded (after truncation, if asked)
+    windows: int = 0  # encoder rows: one per input, more for inputs past the model's limit
+    truncated: int = 0  # inputs cut at the model's limit (only when the request asked)
 
 
 class Embedder:
@@ -60,13 +63,15 @@ class Embedder:
         self._tokenizer = tokenizer
         self._batcher = batcher
         self.limits = limits
+        # windows of a long text overlap by an eighth, so that no sentence is only seen cut
+        self.overlap = tokenizer.max_tokens // 8
         self.accepting = False  # set by the lifecycle: after warm-up, until draining
 
     async def embed(
         self,
         texts: list[str],
         *,
-        truncate: bool = True,
+        truncate: bool | None = None,
         param: str = "inputs",
         name_of: Callable[[int], str] | None = None,
         max_inputs: int | None = None,
@@ -74,6 +79,8 @@ class Embedder:
     ) -> Embeddings:
         """Embeddings of `texts`; `param` names the request field in error messages.
 
+        `truncate`: None embeds a text past the model's limit in windows, True cuts it, False
+        refuses it (`service.windows`);
         `name_of(i)` names text i in messages (default `param[i]`);
         `max_inputs` overrides the request limit (pair routes send two texts per pair);
         `disconnected` (the ASGI `receive`) returns when the client leaves; its work is dropped then.
@@ -86,11 +93,12 @@ class Embedder:
         encoded = await self._tokenizer.encode_async(
             texts, lambda checked: _check_texts(checked, name_of)
         )
-        self._check_tokens(encoded, truncate, name_of)
+        _check_tokens(encoded, name_of)
+        windows = split(encoded.ids, self._tokenizer.max_tokens, truncate, self.overlap, name_of)
         deadline = time.monotonic() + self.limits.timeout_s
-        job = self._batcher.submit(encoded.ids, deadline, request_id=current_request_id())
-        vectors = await self._wait(job, disconnected)
-        return Embeddings(vectors=vectors, tokens=encoded.tokens)
+        job = self._batcher.submit(windows.rows, deadline, request_id=current_request_id())
+        vectors = windows.pool(await self._wait(job, disconnected))
+        return Embeddings(vectors, windows.tokens, len(windows.rows), windows.truncated)
 
     def check_count(self, count: int, param: str, what: str = "inputs") -> None:
         """Raise TooManyInputs if a request field holds more than `max_inputs` items."""
@@ -112,19 +120,6 @@ class Embedder:
             if len(text) > limit:
                 raise InputTooLong(
                     f"{name_of(i)} has {len(text)} characters; at most {limit} are taken",
-                    param=name_of(i),
-                )
-
-    def _check_tokens(
-        self, encoded: Encoded, truncate: bool, name_of: Callable[[int], str]
-    ) -> None:
-        for i, (row, cut) in enumerate(zip(encoded.ids, encoded.truncated, strict=True)):
-            if not row:
-                raise InvalidInput(f"{name_of(i)} has no tokens", param=name_of(i))
-            if cut and not truncate:
-                raise InputTooLong(
-                    f"{name_of(i)} is longer than {self._tokenizer.max_tokens} tokens "
-                    "and truncate is false",
                     param=name_of(i),
                 )
 
@@ -153,6 +148,13 @@ class Embedder:
             deadline.cancel()
             if watch is not None:
                 watch.cancel()
+
+
+def _check_tokens(encoded: Encoded, name_of: Callable[[int], str]) -> None:
+    """Raise InvalidInput for the first text the tokenizer found no token in."""
+    for i, row in enumerate(encoded.ids):
+        if not row:
+            raise InvalidInput(f"{name_of(i)} has no tokens", param=name_of(i))
 
 
 def _check_texts(texts: list[str], name_of: Callable[[int], str]) -> None:

@@ -35,7 +35,13 @@ class EmbedRequest(_Request):
 
     inputs: Text | Texts = Field(description="one text or a list of texts")
     normalize: bool = Field(True, description="scale each vector to unit length")
-    truncate: bool = Field(True, description="cut inputs past the model's token limit (else 413)")
+    truncate: bool | None = Field(
+        None,
+        description=(
+            "inputs past the model's token limit: left out or null, embedded whole in windows "
+            "whose vectors are pooled; true, cut at the limit; false, refused with 413"
+        ),
+    )
 
 
 class SimilarityInputs(_Request):
@@ -124,10 +130,13 @@ class OpenAIEmbedding(BaseModel):
 
 
 class OpenAIUsage(BaseModel):
-    """Tokens the request used."""
+    """Tokens the request used, and how the inputs were embedded."""
 
-    prompt_tokens: int
+    prompt_tokens: int = Field(description="tokens of the inputs, all embedded")
     total_tokens: int
+    windows: int = Field(
+        description="encoder rows: one per input, more for inputs past the model's token limit"
+    )
 
 
 class OpenAIEmbeddingResponse(BaseModel):

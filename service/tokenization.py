@@ -1,7 +1,8 @@
-"""Tokenisation with the bundle's `tokenizer.json` (the `tokenizers` library), truncated to the model's limit.
+"""Tokenisation with the bundle's `tokenizer.json` (the `tokenizers` library).
 
 The tokenizer file carries the normalisation (lowercasing included), the pre-tokeniser and the
-special tokens; this module only loads it, truncates and reports what was cut.
+special tokens; this module only loads it and runs it, off the event loop when that pays. Texts
+are tokenised whole: what happens past the model's limit is `service.windows`' concern.
 """
 
 from __future__ import annotations
@@ -30,19 +31,13 @@ TOKENIZER_THREADS = 8
 
 @dataclass(frozen=True, slots=True)
 class Encoded:
-    """Token ids of a list of texts, in order; `truncated[i]` tells whether text i was cut."""
+    """Token ids of a list of texts, in order, each whole."""
 
     ids: list[list[int]]
-    truncated: list[bool]
-
-    @property
-    def tokens(self) -> int:
-        """Number of tokens over all texts (after truncation)."""
-        return sum(len(row) for row in self.ids)
 
 
 class TextTokenizer:
-    """The bundle's tokenizer with truncation at `max_tokens`."""
+    """The bundle's tokenizer; `max_tokens` is the model's limit, the size of a window."""
 
     def __init__(self, path: Path, max_tokens: int) -> None:
         try:
@@ -53,7 +48,7 @@ class TextTokenizer:
         if pad_id is None:
             raise BundleError(f"bundle {path.parent}: {path.name} has no {PAD_TOKEN} token")
         tokenizer.no_padding()
-        tokenizer.enable_truncation(max_length=max_tokens)
+        tokenizer.no_truncation()
         self._tokenizer = tokenizer
         self._threads = ThreadPoolExecutor(TOKENIZER_THREADS, thread_name_prefix="gensen-tokenizer")
         self._in_threads = 0  # requests being tokenised by the pool now
@@ -61,17 +56,13 @@ class TextTokenizer:
         self.max_tokens = max_tokens
 
     def encode(self, texts: list[str]) -> Encoded:
-        """Token ids of `texts`, each cut to `max_tokens` (blocking; safe in any thread).
+        """Token ids of `texts`, each whole (blocking; safe in any thread).
 
         One call into the Rust tokenizer for the whole list, without character offsets (unused
         here). The service runs it single-threaded (TOKENIZERS_PARALLELISM=false, set by
         `service.server`): requests run in parallel already, and its thread pool only adds CPU.
         """
-        encodings = self._tokenizer.encode_batch_fast(texts)
-        return Encoded(
-            ids=[encoding.ids for encoding in encodings],
-            truncated=[bool(encoding.overflowing) for encoding in encodings],
-        )
+        return Encoded(ids=[encoding.ids for encoding in self._tokenizer.encode_batch_fast(texts)])
 
     async def encode_async(
         self, texts: list[str], check: Callable[[list[str]], None] | None = None

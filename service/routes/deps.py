@@ -58,6 +58,9 @@ def json_body(model: type[BaseModel]) -> dict[str, Any]:
     return {"requestBody": {"required": True, "content": {JSON: {"schema": schema}}}}
 
 
-def json_response(content: Any, status_code: int = 200) -> Response:
+def json_response(
+    content: Any, status_code: int = 200, headers: dict[str, str] | None = None
+) -> Response:
     """`content` (numpy arrays included) serialised by orjson."""
-    return Response(orjson.dumps(content, option=ORJSON_OPTIONS), status_code, media_type=JSON)
+    body = orjson.dumps(content, option=ORJSON_OPTIONS)
+    return Response(body, status_code, headers=headers, media_type=JSON)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 
+from service.embedder import Embeddings
 from service.errors import INFERENCE_ERRORS, error_responses
 from service.heads import cosine, normalize
 from service.routes.deps import DirectRoute, json_body, json_response, read_body, runtime_of
@@ -28,7 +29,7 @@ async def embed(request: Request) -> Response:
         texts, truncate=body.truncate, disconnected=request.receive
     )
     vectors = normalize(result.vectors) if body.normalize else result.vectors
-    return json_response(vectors)
+    return json_response(vectors, headers=usage_headers(result))
 
 
 @router.post(
@@ -52,3 +53,12 @@ async def similarity(request: Request) -> Response:
         disconnected=request.receive,
     )
     return json_response(cosine(result.vectors[0], result.vectors[1:]))
+
+
+def usage_headers(result: Embeddings) -> dict[str, str]:
+    """What /embed embedded, in headers (its body is a bare list, as TEI's)."""
+    return {
+        "x-embedded-tokens": str(result.tokens),
+        "x-embedded-windows": str(result.windows),
+        "x-truncated-inputs": str(result.truncated),
+    }

@@ -54,7 +54,11 @@ async def create_embeddings(request: Request) -> Response:
         data = [_item(i, _base64(row)) for i, row in enumerate(vectors)]
     else:
         data = [_item(i, row) for i, row in enumerate(vectors)]
-    usage = {"prompt_tokens": result.tokens, "total_tokens": result.tokens}
+    usage = {
+        "prompt_tokens": result.tokens,
+        "total_tokens": result.tokens,
+        "windows": result.windows,
+    }
     return json_response(
         {"object": "list", "data": data, "model": runtime.model_name, "usage": usage}
     )

@@ -63,3 +63,28 @@ def test_training_corpus_leaves_out_evaluation_sentences(shared_data):
     assert held
     assert not held & set(sentences)
     assert len(sentences) == len(set(sentences))
+
+
+def test_mrpc_dev_is_a_fixed_fifth_out_of_all_training(shared_data):
+    train, dev = data.mrpc_split(shared_data)
+    assert len(dev) == round(0.2 * len(data.read_mrpc(shared_data)))
+    assert len(train) + len(dev) == len(data.read_mrpc(shared_data))
+    assert data.mrpc_split(shared_data)[1] == dev  # the same pairs every time
+    assert not set(dev) & set(train)
+    dev_sentences = {s for p in dev for s in (p.a, p.b)}
+    assert dev_sentences <= corpus.evaluation_sentences(shared_data)
+
+
+def test_passages_are_runs_of_consecutive_corpus_sentences(shared_data):
+    text = corpus.training_corpus(shared_data, max_unlabeled=3000, seed=0)
+    assert text.passages
+    assert all(2 <= len(p) <= corpus.BLOCK_SENTENCES for p in text.passages)
+    stream = [sentence for _, sentence in data.read_unlabeled(shared_data)]
+    starts: dict[str, list[int]] = {}
+    for position, sentence in enumerate(stream):
+        starts.setdefault(sentence, []).append(position)
+    for passage in text.passages[:50]:
+        sentences = [text.sentences[i] for i in passage]
+        assert any(stream[p : p + len(sentences)] == sentences for p in starts[sentences[0]]), (
+            sentences
+        )

@@ -9,10 +9,27 @@ from models import evaluate
 
 def test_dev_metrics_run_on_an_exported_bundle(tiny_bundle, shared_data):
     model = evaluate.OnnxBundle(tiny_bundle)
-    scores = {**evaluate.stsb_dev(model, shared_data), **evaluate.sick_trial(model, shared_data)}
-    assert set(scores) == {"STS-B dev", "SICK-R trial", "SICK-E trial"}
+    scores = {
+        **evaluate.stsb_dev(model, shared_data),
+        **evaluate.sick_trial(model, shared_data, frozenset()),
+        **evaluate.mrpc_dev(model, shared_data),
+    }
+    assert set(scores) == {
+        "STS-B dev",
+        "SICK-R trial",
+        "SICK-E trial",
+        "SICK-E trial ECE",
+        "SICK-E trial unseen",
+        "SICK-E trial unseen pairs",
+        "MRPC dev acc",
+        "MRPC dev F1",
+        "MRPC dev ECE",
+    }
     assert all(math.isfinite(v) for v in scores.values())
     assert 0 <= scores["SICK-E trial"] <= 100
+    assert scores["SICK-E trial unseen"] == scores["SICK-E trial"]  # nothing seen: all unseen
+    assert scores["SICK-E trial unseen pairs"] == 500
+    assert 0 <= scores["MRPC dev ECE"] <= 1
 
 
 def test_batched_embed_keeps_input_order(tiny_bundle):

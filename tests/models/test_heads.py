@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from models.config import HeadFit
@@ -38,3 +39,39 @@ def test_nli_pairs_are_sick_train_and_optionally_snli(shared_data):
     pairs = nli_pairs(shared_data, with_snli=True)
     assert len(pairs) == sick + snli
     assert {label for *_, label in pairs} == {0, 1, 2}
+
+
+def test_temperature_scaling_calibrates_overconfident_logits():
+    from models.heads import _softmax, calibration_error, fit_temperature
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, 5000)
+    logits = rng.standard_normal((5000, 3)).astype(np.float32)
+    logits[np.arange(5000), labels] += 1.0  # right about 60% of the time...
+    logits *= 6  # ...but sure of itself
+    temperature = fit_temperature(logits, labels)
+    assert 4 < temperature < 8
+    before = calibration_error(_softmax(logits), labels)
+    after = calibration_error(_softmax(logits / temperature), labels)
+    assert before > 0.2
+    assert after < 0.03
+
+
+def test_best_threshold_is_the_most_accurate_cut_nearest_a_half():
+    from models.heads import best_threshold
+
+    probability = np.array([0.1, 0.2, 0.35, 0.4, 0.7, 0.9])
+    labels = np.array([0, 0, 1, 1, 1, 1])
+    assert best_threshold(probability, labels) == pytest.approx(0.275)
+    assert best_threshold(np.array([0.2, 0.8]), np.array([0, 1])) == pytest.approx(0.5)
+
+
+def test_baked_temperature_divides_the_logits():
+    from models.heads import bake_temperature
+
+    head = PairClassifier(4, 3, hidden=8, dropout=0.0).eval()
+    u, v = torch.randn(5, 4), torch.randn(5, 4)
+    with torch.no_grad():
+        before = head(u, v)
+        bake_temperature(head, 2.5)
+        torch.testing.assert_close(head(u, v), before / 2.5)

@@ -45,3 +45,21 @@ def test_cache_is_reused(model, tmp_path, monkeypatch):
     monkeypatch.setattr(teacher.Teacher, "embed", lambda *a, **k: pytest.fail("cache not used"))
     again = teacher.cached_teacher_vectors(["one sentence", "another one"], tmp_path)
     np.testing.assert_allclose(first, again, atol=1e-2)  # cached as float16
+
+
+def test_combined_targets_keep_the_mean_of_the_teachers_cosines():
+    rng = np.random.default_rng(0)
+    first = rng.standard_normal((400, 12)).astype(np.float32)
+    second = first + 0.5 * rng.standard_normal((400, 12)).astype(np.float32)
+    combined = teacher.combined_targets([first, second], dim=24)  # all the variance
+    unit = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)  # noqa: E731
+    centred = np.hstack([unit(first), unit(second)]) / np.sqrt(2)
+    centred -= centred.mean(0)
+    np.testing.assert_allclose(combined @ combined.T, centred @ centred.T, atol=1e-4)
+    assert teacher.combined_targets([first], dim=4) is first
+    assert teacher.combined_targets([first, second], dim=6).shape == (400, 6)
+
+
+def test_unknown_teacher_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="unknown teacher"):
+        teacher.cached_teacher_vectors(["a"], tmp_path, name="bert-huge")

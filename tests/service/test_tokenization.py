@@ -1,4 +1,4 @@
-"""Tokenisation with the bundle's tokenizer.json: truncation, what was cut, off-loop for large input."""
+"""Tokenisation with the bundle's tokenizer.json: whole texts, in order, off-loop for large input."""
 
 from __future__ import annotations
 
@@ -22,12 +22,10 @@ def test_encodes_in_order_with_the_bundle_normaliser(tokenizer: TextTokenizer) -
     assert len(short) < len(lower)
 
 
-def test_truncates_and_reports_the_cut(tokenizer: TextTokenizer) -> None:
+def test_texts_past_the_limit_are_tokenised_whole(tokenizer: TextTokenizer) -> None:
     long_text = " ".join(["the man"] * 100)
     encoded = tokenizer.encode([long_text, "a dog"])
-    assert len(encoded.ids[0]) == tokenizer.max_tokens
-    assert encoded.truncated == [True, False]
-    assert encoded.tokens == tokenizer.max_tokens + len(encoded.ids[1])
+    assert len(encoded.ids[0]) > tokenizer.max_tokens  # service.windows decides what to do
 
 
 def test_pad_token_is_known(tokenizer: TextTokenizer) -> None:

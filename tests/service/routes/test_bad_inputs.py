@@ -84,7 +84,7 @@ CASES = [
         "/embed",
         js({"inputs": TOKENS_OVER, "truncate": False}),
         413,
-        "longer than 32 tokens",
+        "has 40 tokens, over the model's 32",
     ),
     # empty and whitespace-only inputs
     Case("empty input", "/embed", js({"inputs": ""}), 422, "inputs[0] is empty"),

@@ -67,14 +67,31 @@ async def test_concurrent_requests_match_one_at_a_time(app_client: AppClient) ->
     assert "gensen_batch_rows_count" in metrics
 
 
-async def test_truncation(app_client: AppClient) -> None:
-    long_text = " ".join(["a man is playing the guitar"] * 40)
+async def test_long_inputs_are_embedded_in_windows_unless_asked(app_client: AppClient) -> None:
+    """The tiny bundle takes 32 tokens: 40 tokens are windows [0:32] and [8:40], pooled by
+    the tokens each adds (32 and 8), unless the request truncates (first 32) or refuses."""
+    words = ["a"] * 32 + ["man"] * 8  # a token each
+    text = " ".join(words)
     async with app_client() as client:
-        assert (await embed(client, long_text)).status_code == 200
-        refused = await embed(client, [SENTENCES[0], long_text], truncate=False)
+        whole = await client.post("/embed", json={"inputs": [text], "normalize": False})
+        parts = await client.post(
+            "/embed",
+            json={"inputs": [" ".join(words[:32]), " ".join(words[8:])], "normalize": False},
+        )
+        cut = await embed(client, text, truncate=True)
+        refused = await embed(client, [SENTENCES[0], text], truncate=False)
+        usage = (await client.post("/v1/embeddings", json={"input": [text, "a"]})).json()
+    first, last = np.array(parts.json())
+    np.testing.assert_allclose(whole.json()[0], 0.8 * first + 0.2 * last, rtol=1e-4, atol=1e-5)
+    assert whole.headers["x-embedded-tokens"] == "40"
+    assert whole.headers["x-embedded-windows"] == "2"
+    assert cut.headers["x-truncated-inputs"] == "1"
+    assert cut.headers["x-embedded-tokens"] == "32"
     assert refused.status_code == 413
     assert refused.json()["error_type"] == "too_large"
-    assert "inputs[1]" in refused.json()["error"]
+    assert "inputs[1] has 40 tokens" in refused.json()["error"]
+    assert usage["usage"]["windows"] == 3
+    assert usage["usage"]["prompt_tokens"] == 41
 
 
 @pytest.mark.parametrize(
