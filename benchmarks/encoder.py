@@ -1,13 +1,15 @@
 """Raw encoder speed: real sentences per second through ONNX Runtime, batch 64, 2 threads.
 
     python -m benchmarks.encoder [--bundle models/gensen-base] [--threads 2] [--batch 64]
+        [--baseline OTHER_BUNDLE]
 
 Sentences come from the shared data (STS-B dev, SNLI test), shuffled (no length sorting), so every
 batch pays the padding a recurrent encoder pays in real traffic. Each configuration runs several
 rounds and the median is printed; tokenisation is timed separately from the encoder. Where
 a training checkpoint is given, the same model in torch eager runs side by side as a reference,
 and `--chunk-rows 8,16,32` times encoder graphs rebuilt from it with those chunk sizes
-(models.onnx_graph), interleaved with the bundle's own file.
+(models.onnx_graph), interleaved with the bundle's own file. `--baseline` times another bundle
+(its own tokenizer and limit) on the same sentences, rounds interleaved, and prints the ratio.
 """
 
 from __future__ import annotations
@@ -66,6 +68,9 @@ def main() -> None:
         "--checkpoint", type=Path, default=None, help="also time this checkpoint in torch eager"
     )
     parser.add_argument(
+        "--baseline", type=Path, default=None, help="another bundle to time side by side"
+    )
+    parser.add_argument(
         "--chunk-rows",
         default="",
         help="with --checkpoint: comma-separated chunk sizes to rebuild the graph with and time",
@@ -73,16 +78,21 @@ def main() -> None:
     args = parser.parse_args()
 
     card = json.loads((args.bundle / "model.json").read_text())
-    tokenizer = Tokenizer.from_file(str(args.bundle / card["files"]["tokenizer"]))
     sentences = real_sentences(args.sentences)
     start = time.perf_counter()
-    rows = encode(tokenizer, sentences, card["max_tokens"])
+    rows = bundle_rows(args.bundle, sentences)
     tokenize_rate = len(sentences) / (time.perf_counter() - start)
     prepared = batches(rows, args.batch)
 
-    graphs = {"ONNX Runtime encoder": str(args.bundle / card["files"]["encoder"])}
-    graphs.update(rebuilt_graphs(args))
-    rates = ort_rates(graphs, args.threads, prepared, len(rows), args.rounds)
+    encoder_file = str(args.bundle / card["files"]["encoder"])
+    graphs = {"ONNX Runtime encoder": (encoder_file, prepared)}
+    graphs.update({name: (g, prepared) for name, g in rebuilt_graphs(args).items()})
+    if args.baseline is not None:
+        other = json.loads((args.baseline / "model.json").read_text())
+        baseline = f"baseline {other['name']} {other['version']}"
+        other_rows = batches(bundle_rows(args.baseline, sentences), args.batch)
+        graphs[baseline] = (str(args.baseline / other["files"]["encoder"]), other_rows)
+    rates = ort_rates(graphs, args.threads, len(rows), args.rounds)
     ort_rate = rates["ONNX Runtime encoder"]
 
     print(
@@ -91,6 +101,8 @@ def main() -> None:
     print(f"{'tokenizers (batch encode)':<32}{tokenize_rate:>10.0f} sentences/s")
     for name, value in rates.items():
         print(f"{name:<32}{value:>10.0f} sentences/s (median of {args.rounds})")
+    if args.baseline is not None:
+        print(f"{'this bundle / baseline':<32}{ort_rate / rates[baseline]:>10.2f}")
     torch_rate = torch_eager_rate(args, prepared, len(rows))
     if torch_rate:
         print(
@@ -98,15 +110,21 @@ def main() -> None:
         )
 
 
-def ort_rates(
-    graphs: dict[str, str | bytes], threads: int, prepared, count: int, rounds: int
-) -> dict[str, float]:
-    """Median sentences/s of each graph (a path or serialised model), rounds interleaved."""
+def bundle_rows(bundle: Path, sentences: list[str]) -> list[list[int]]:
+    """Token rows of `sentences` by a bundle's tokenizer, cut at its limit."""
+    card = json.loads((bundle / "model.json").read_text())
+    tokenizer = Tokenizer.from_file(str(bundle / card["files"]["tokenizer"]))
+    return encode(tokenizer, sentences, card["max_tokens"])
+
+
+def ort_rates(graphs: dict[str, tuple], threads: int, count: int, rounds: int) -> dict[str, float]:
+    """Median sentences/s of each graph (a path or serialised model, with its prepared
+    batches), rounds interleaved."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     runs = {}
-    for name, graph in graphs.items():
+    for name, (graph, _) in graphs.items():
         session = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
         runs[name] = lambda ids, lengths, s=session: s.run(
             None, {"input_ids": ids, "lengths": lengths}
@@ -114,7 +132,7 @@ def ort_rates(
     speeds: dict[str, list[float]] = {name: [] for name in graphs}
     for _ in range(rounds):
         for name, run in runs.items():
-            speeds[name].append(rate(run, prepared, count, rounds=1))
+            speeds[name].append(rate(run, graphs[name][1], count, rounds=1))
     return {name: statistics.median(values) for name, values in speeds.items()}
 
 

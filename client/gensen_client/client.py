@@ -1,0 +1,250 @@
+"""`Client` (sync) and `AsyncClient`: the service's routes as Python calls returning numpy arrays.
+
+    from gensen_client import Client
+
+    with Client("http://localhost:8080") as client:
+        vectors = client.embed(["A man is playing a guitar.", "A dog runs."])  # [2, dim]
+
+Lists longer than the service's `max_inputs` (read once from `/info`) are split into requests
+sent concurrently (`concurrency` at a time) and put back in order. 429 and 503 answers are
+retried after their `Retry-After`, connection failures after a short backoff, until the
+`RetryPolicy`'s total wait is spent; then the service's error is raised as a typed exception
+(`gensen_client.errors`). With several URLs, calls go to each in turn.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import httpx
+import numpy as np
+
+from gensen_client import _core
+from gensen_client._core import Call, Plan, RetryPolicy, Stats
+
+
+class _Settings:
+    """What both clients are configured with."""
+
+    def __init__(
+        self,
+        url: str | Sequence[str],
+        *,
+        api_key: str | None,
+        timeout: float,
+        concurrency: int,
+        max_inputs: int | None,
+        retry: RetryPolicy | None,
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        self.urls = _core.base_urls(url)
+        self._next_url = itertools.cycle(self.urls)
+        self.headers = _core.headers(api_key)
+        self.timeout = httpx.Timeout(timeout)
+        self.concurrency = concurrency
+        self.retry = retry or RetryPolicy()
+        self.stats = Stats()
+        self._max_inputs = max_inputs
+        self.limits = httpx.Limits(max_connections=concurrency * len(self.urls) + 2)
+
+    def url_for(self, call: Call) -> str:
+        return next(self._next_url) + call.path
+
+
+class Client:
+    """Synchronous client; safe to share between threads. Use as a context manager, or `close()`."""
+
+    def __init__(
+        self,
+        url: str | Sequence[str],
+        *,
+        api_key: str | None = None,
+        timeout: float = 60.0,
+        concurrency: int = 4,
+        max_inputs: int | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        self._s = _Settings(
+            url,
+            api_key=api_key,
+            timeout=timeout,
+            concurrency=concurrency,
+            max_inputs=max_inputs,
+            retry=retry,
+        )
+        self._http = httpx.Client(
+            headers=self._s.headers, timeout=self._s.timeout, limits=self._s.limits
+        )
+        self._pool = ThreadPoolExecutor(concurrency, thread_name_prefix="gensen-client")
+
+    @property
+    def stats(self) -> Stats:
+        """Requests sent and retries made so far."""
+        return self._s.stats
+
+    def info(self) -> dict[str, Any]:
+        """The service's `/info` (model card, limits, versions) from the first URL."""
+        return self._get("/info")
+
+    def max_inputs(self) -> int:
+        """Inputs per request: the constructor's value, else the service's limit."""
+        if self._s._max_inputs is None:
+            self._s._max_inputs = int(self.info()["limits"]["max_inputs"])
+        return self._s._max_inputs
+
+    def embed(
+        self, texts: str | Sequence[str], *, normalize: bool = True, truncate: bool | None = None
+    ) -> np.ndarray:
+        """Vectors float32 [len(texts), dim], in order; `truncate` as the service's /embed."""
+        items = _core.as_list(texts)
+        return self._run(_core.embed_plan(items, self.max_inputs(), normalize, truncate))
+
+    def similarity(self, source: str, sentences: Sequence[str]) -> np.ndarray:
+        """Cosine of `source` with each of `sentences`, float32 [len(sentences)]."""
+        items = _core.as_list(sentences, "sentences")
+        return self._run(_core.similarity_plan(source, items, self.max_inputs()))
+
+    def paraphrase(self, pairs: Sequence[tuple[str, str]]) -> list[dict[str, Any]]:
+        """For each (a, b): `{"paraphrase": bool, "probability": float}`."""
+        return self._run(_core.pairs_plan("/paraphrase", list(pairs), self.max_inputs()))
+
+    def nli(self, pairs: Sequence[tuple[str, str]]) -> list[dict[str, Any]]:
+        """For each (premise, hypothesis): `{"label": str, "scores": {label: probability}}`."""
+        return self._run(_core.pairs_plan("/nli", list(pairs), self.max_inputs()))
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _run(self, plan: Plan) -> Any:
+        if len(plan.calls) == 1:
+            return plan.combine([self._send(plan.calls[0])])
+        return plan.combine(list(self._pool.map(self._send, plan.calls)))
+
+    def _get(self, path: str) -> Any:
+        call = Call(path, {}, lambda body: body)
+        try:
+            response = self._http.get(self._s.urls[0] + path)
+        except httpx.HTTPError as exc:
+            raise _core.connection_error(self._s.urls[0] + path, exc) from exc
+        return _core.read_answer(response, call)
+
+    def _send(self, call: Call) -> Any:
+        retrying = _core.Retrying(self._s.retry, self._s.stats)
+        while True:
+            url = self._s.url_for(call)
+            try:
+                response, failure = self._http.post(url, json=call.body), None
+            except httpx.HTTPError as exc:
+                response, failure = None, _core.connection_error(url, exc)
+            done, value = retrying.settle(call, response, failure)
+            if done:
+                return value
+            time.sleep(value)
+
+
+class AsyncClient:
+    """Asynchronous client (asyncio); the same methods as `Client`, awaited."""
+
+    def __init__(
+        self,
+        url: str | Sequence[str],
+        *,
+        api_key: str | None = None,
+        timeout: float = 60.0,
+        concurrency: int = 4,
+        max_inputs: int | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        self._s = _Settings(
+            url,
+            api_key=api_key,
+            timeout=timeout,
+            concurrency=concurrency,
+            max_inputs=max_inputs,
+            retry=retry,
+        )
+        self._http = httpx.AsyncClient(
+            headers=self._s.headers, timeout=self._s.timeout, limits=self._s.limits
+        )
+        self._slots = asyncio.Semaphore(concurrency)
+
+    @property
+    def stats(self) -> Stats:
+        """Requests sent and retries made so far."""
+        return self._s.stats
+
+    async def info(self) -> dict[str, Any]:
+        """The service's `/info` from the first URL."""
+        url = self._s.urls[0] + "/info"
+        try:
+            response = await self._http.get(url)
+        except httpx.HTTPError as exc:
+            raise _core.connection_error(url, exc) from exc
+        return _core.read_answer(response, Call("/info", {}, lambda body: body))
+
+    async def max_inputs(self) -> int:
+        """Inputs per request: the constructor's value, else the service's limit."""
+        if self._s._max_inputs is None:
+            self._s._max_inputs = int((await self.info())["limits"]["max_inputs"])
+        return self._s._max_inputs
+
+    async def embed(
+        self, texts: str | Sequence[str], *, normalize: bool = True, truncate: bool | None = None
+    ) -> np.ndarray:
+        """Vectors float32 [len(texts), dim], in order; `truncate` as the service's /embed."""
+        items = _core.as_list(texts)
+        size = await self.max_inputs()
+        return await self._run(_core.embed_plan(items, size, normalize, truncate))
+
+    async def similarity(self, source: str, sentences: Sequence[str]) -> np.ndarray:
+        """Cosine of `source` with each of `sentences`, float32 [len(sentences)]."""
+        items = _core.as_list(sentences, "sentences")
+        return await self._run(_core.similarity_plan(source, items, await self.max_inputs()))
+
+    async def paraphrase(self, pairs: Sequence[tuple[str, str]]) -> list[dict[str, Any]]:
+        """For each (a, b): `{"paraphrase": bool, "probability": float}`."""
+        size = await self.max_inputs()
+        return await self._run(_core.pairs_plan("/paraphrase", list(pairs), size))
+
+    async def nli(self, pairs: Sequence[tuple[str, str]]) -> list[dict[str, Any]]:
+        """For each (premise, hypothesis): `{"label": str, "scores": {label: probability}}`."""
+        return await self._run(_core.pairs_plan("/nli", list(pairs), await self.max_inputs()))
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def _run(self, plan: Plan) -> Any:
+        return plan.combine(await asyncio.gather(*(self._send(call) for call in plan.calls)))
+
+    async def _send(self, call: Call) -> Any:
+        retrying = _core.Retrying(self._s.retry, self._s.stats)
+        async with self._slots:
+            while True:
+                url = self._s.url_for(call)
+                try:
+                    response, failure = await self._http.post(url, json=call.body), None
+                except httpx.HTTPError as exc:
+                    response, failure = None, _core.connection_error(url, exc)
+                done, value = retrying.settle(call, response, failure)
+                if done:
+                    return value
+                await asyncio.sleep(value)

@@ -1,0 +1,192 @@
+"""The bulk command: readers and their errors, output formats, resume after a kill (real service)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from gensen_client import Client, bulk
+
+from tests.conftest import tiny_sentences
+from tests.service.conftest import REPO_ROOT, ServiceProcess
+
+
+@pytest.fixture(scope="module")
+def service(tiny_bundle: Path) -> Iterator[ServiceProcess]:
+    process = ServiceProcess(tiny_bundle, "--max-inputs", "64", "--max-input-chars", "300")
+    try:
+        process.wait_ready()
+        yield process
+    finally:
+        process.stop()
+
+
+@pytest.fixture(scope="module")
+def client(service: ServiceProcess) -> Iterator[Client]:
+    with Client(service.url, concurrency=4) as c:
+        yield c
+
+
+def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": f"{REPO_ROOT / 'client'}:{REPO_ROOT}"}
+    command = [sys.executable, "-m", "gensen_client", "embed", *args]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.parametrize("suffix", [".txt", ".jsonl", ".csv", ".parquet"])
+@pytest.mark.parametrize("out_suffix", [".npy", ".jsonl", ".parquet"])
+def test_every_input_format_to_every_output_format(
+    tmp_path: Path, client: Client, suffix: str, out_suffix: str
+) -> None:
+    texts = tiny_sentences(150, seed=1)
+    source = tmp_path / f"in{suffix}"
+    if suffix == ".txt":
+        source.write_text("".join(f"{t}\n" for t in texts))
+    elif suffix == ".jsonl":
+        source.write_text(
+            "".join(json.dumps({"doc": f"d{i}", "body": t}) + "\n" for i, t in enumerate(texts))
+        )
+    elif suffix == ".csv":
+        source.write_text("doc,body\n" + "".join(f'd{i},"{t}"\n' for i, t in enumerate(texts)))
+    else:
+        pq.write_table(pa.table({"doc": [f"d{i}" for i in range(150)], "body": texts}), source)
+    named = suffix != ".txt"
+    out = tmp_path / f"out{out_suffix}"
+    summary = bulk.embed_file(
+        source,
+        out,
+        client.embed,
+        column="body",
+        id_column="doc" if named else None,
+        chunk_size=40,
+        progress=False,
+    )
+    want = client.embed(texts)
+    if out_suffix == ".npy":
+        got, ids = np.load(out), None
+    elif out_suffix == ".jsonl":
+        rows = [json.loads(line) for line in out.read_text().splitlines()]
+        got, ids = np.array([r["embedding"] for r in rows]), [r["id"] for r in rows]
+    else:
+        table = pq.read_table(out)
+        got, ids = np.array(table.column("vector").to_pylist()), table.column("id").to_pylist()
+    np.testing.assert_allclose(got, want, atol=1e-6)
+    if ids is not None:
+        assert ids == ([f"d{i}" for i in range(150)] if named else list(range(1, 151)))
+    assert summary["chunks"] == 4
+    assert not (tmp_path / f"out{out_suffix}.partial").exists()
+
+
+def test_bad_lines_are_named_and_nothing_is_written(tmp_path: Path, client: Client) -> None:
+    source = tmp_path / "in.txt"
+    source.write_bytes(
+        b"a man is playing\n\nthe dog runs \xff\xfe here\n" + b"long " * 100 + b"\nfine\n"
+    )
+    out = tmp_path / "out.npy"
+    with pytest.raises(bulk.BulkError) as failure:
+        bulk.embed_file(source, out, client.embed, max_chars=300)
+    message = str(failure.value)
+    assert "3 bad input(s), nothing embedded" in message
+    assert "line 2: empty or only whitespace" in message
+    assert "line 3: not valid UTF-8 (byte 0xff at byte 13)" in message
+    assert "line 4: 500 characters; the service takes at most 300" in message
+    assert not out.exists()
+    summary = bulk.embed_file(source, out, client.embed, max_chars=300, skip_bad=True)
+    assert len(summary["skipped"]) == 3
+    assert np.load(out).shape[0] == 2
+    assert (tmp_path / "out.npy.ids.txt").read_text() == "1\n5\n"
+
+
+def test_a_missing_column_is_named(tmp_path: Path, client: Client) -> None:
+    source = tmp_path / "in.csv"
+    source.write_text("id,sentence\n1,hello\n")
+    with pytest.raises(bulk.BulkError, match=r"no column 'text' \(columns: \['id', 'sentence'\]\)"):
+        bulk.embed_file(source, tmp_path / "out.npy", client.embed)
+    jsonl = tmp_path / "in.jsonl"
+    jsonl.write_text('{"text": "fine"}\n{"body": "no text"}\nnot json\n')
+    with pytest.raises(bulk.BulkError) as failure:
+        bulk.embed_file(jsonl, tmp_path / "out.npy", client.embed)
+    assert "line 2: no field 'text'" in str(failure.value)
+    assert "line 3: not JSON" in str(failure.value)
+
+
+def test_a_failed_run_resumes_from_its_finished_chunks(tmp_path: Path, client: Client) -> None:
+    texts = tiny_sentences(400, seed=2)
+    source = tmp_path / "in.txt"
+    source.write_text("".join(f"{t}\n" for t in texts))
+    out = tmp_path / "out.npy"
+    calls = []
+
+    def dies_after_three(chunk: list[str]) -> np.ndarray:
+        if len(calls) == 3:
+            raise RuntimeError("killed")
+        calls.append(len(chunk))
+        return client.embed(chunk)
+
+    with pytest.raises(RuntimeError, match="killed"):
+        bulk.embed_file(source, out, dies_after_three, chunk_size=50, parallel_chunks=1)
+    assert not out.exists()
+    summary = bulk.embed_file(source, out, client.embed, chunk_size=50)
+    assert summary["chunks_resumed"] == 3
+    np.testing.assert_allclose(np.load(out), client.embed(texts), atol=1e-6)
+    source.write_text("other text\n")  # a partial run of other input is never mixed in
+    (tmp_path / "out.npy.partial").mkdir()
+    (tmp_path / "out.npy.partial" / "manifest.json").write_text('{"fingerprint": "x"}')
+    with pytest.raises(bulk.BulkError, match="holds a run on other input"):
+        bulk.embed_file(source, out, client.embed)
+
+
+def test_the_command_killed_halfway_finishes_complete_and_in_order(
+    tmp_path: Path, service: ServiceProcess, client: Client
+) -> None:
+    texts = tiny_sentences(3000, seed=5)
+    source = tmp_path / "in.txt"
+    source.write_text("".join(f"{t}\n" for t in texts))
+    out = tmp_path / "out.parquet"
+    args = [str(source), str(out), "--url", service.url, "--chunk-size", "100"]
+    env = {**os.environ, "PYTHONPATH": f"{REPO_ROOT / 'client'}:{REPO_ROOT}"}
+    first = subprocess.Popen(
+        [sys.executable, "-m", "gensen_client", "embed", *args],
+        env=env,
+        stderr=subprocess.DEVNULL,
+    )
+    partial = tmp_path / "out.parquet.partial"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and len(list(partial.glob("chunk-*.npy"))) < 15:
+        time.sleep(0.01)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    done_before = len(list(partial.glob("chunk-*.npy")))
+    assert 0 < done_before < 30
+    assert not out.exists()
+    second = run_cli(*args)
+    assert second.returncode == 0, second.stderr
+    summary = json.loads(second.stderr.strip().splitlines()[-1])
+    assert summary["chunks_resumed"] == done_before  # only the chunks in flight are redone
+    table = pq.read_table(out)
+    assert table.column("id").to_pylist() == list(range(1, 3001))
+    np.testing.assert_allclose(
+        np.array(table.column("vector").to_pylist()), client.embed(texts), atol=1e-6
+    )
+
+
+def test_the_command_reports_errors_without_a_traceback(
+    tmp_path: Path, service: ServiceProcess
+) -> None:
+    source = tmp_path / "in.csv"
+    source.write_text("a,b\n1,2\n")
+    result = run_cli(str(source), str(tmp_path / "out.npy"), "--url", service.url)
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: ")
+    assert "no column 'text'" in result.stderr
+    assert "Traceback" not in result.stderr
