@@ -69,7 +69,8 @@ image:  ## build the CPU image $(IMAGE):$(IMAGE_VERSION)-cpu
 	$(CONTAINER) build -t $(IMAGE):$(IMAGE_VERSION)-cpu .
 
 image-gpu:  ## build the GPU image $(IMAGE):$(IMAGE_VERSION)-gpu
-	$(CONTAINER) build --build-arg BASE_IMAGE=$(GPU_BASE_IMAGE) -t $(IMAGE):$(IMAGE_VERSION)-gpu .
+	$(CONTAINER) build --build-arg BASE_IMAGE=$(GPU_BASE_IMAGE) --build-arg ONNXRUNTIME=onnxruntime-gpu \
+	  -t $(IMAGE):$(IMAGE_VERSION)-gpu .
 
 lint-deploy: install  ## hadolint the Dockerfile; render each kustomization and validate it strictly
 	$(BIN)/hadolint Dockerfile

@@ -130,9 +130,11 @@ platforms=(--platform "manylinux2014_${arch}")
 for ((minor = 17; minor <= ${glibc#2.}; minor++)); do
     platforms+=(--platform "manylinux_2_${minor}_${arch}")
 done
+# the CPU image's requirements: the CPU-only onnxruntime in place of onnxruntime-gpu (Dockerfile)
+sed "s/^onnxruntime-gpu==/onnxruntime==/" "$ROOT/requirements.txt" > "$WORK/requirements-cpu.txt"
 "$PYTHON" -m pip download --quiet --disable-pip-version-check --only-binary=:all: \
     --python-version "$py_version" --implementation cp "${platforms[@]}" \
-    -r "$ROOT/requirements.txt" -d "$WORK/wheelhouse" \
+    -r "$WORK/requirements-cpu.txt" -d "$WORK/wheelhouse" \
     || fail "could not download the wheels of requirements.txt"
 log "wheelhouse (Python $py_version, glibc $glibc, $arch): $(since "$T") s"
 

@@ -49,6 +49,7 @@ def test_gpu_compose_requests_a_gpu() -> None:
     assert "gpu" in device["capabilities"]
     assert gensen["environment"]["GENSEN_PROVIDER"] == "cuda"
     assert gensen["build"]["args"]["BASE_IMAGE"].startswith("nvidia/cuda:")
+    assert gensen["build"]["args"]["ONNXRUNTIME"] == "onnxruntime-gpu"
 
 
 def test_prometheus_scrapes_the_service() -> None:

@@ -61,6 +61,15 @@ def test_multi_stage_with_a_base_chosen_by_build_argument() -> None:
     assert any(f.startswith("${BASE_IMAGE}") for f in froms)
 
 
+def test_cpu_image_takes_the_cpu_runtime_and_gpu_builds_can_ask_for_the_gpu_one() -> None:
+    steps = instructions()
+    assert ("ARG", "ONNXRUNTIME=onnxruntime") in steps
+    install = next(a for k, a in steps if k == "RUN" and "pip install" in a)
+    assert 's/^onnxruntime-gpu==/${ONNXRUNTIME}==/' in install
+    requirements = (DOCKERFILE.parent / "requirements.txt").read_text()
+    assert re.search(r"^onnxruntime-gpu==", requirements, re.MULTILINE)
+
+
 def test_runtime_stage_contract() -> None:
     steps = instructions()
     last_from = max(i for i, (kind, _) in enumerate(steps) if kind == "FROM")
