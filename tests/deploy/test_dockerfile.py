@@ -65,7 +65,7 @@ def test_cpu_image_takes_the_cpu_runtime_and_gpu_builds_can_ask_for_the_gpu_one(
     steps = instructions()
     assert ("ARG", "ONNXRUNTIME=onnxruntime") in steps
     install = next(a for k, a in steps if k == "RUN" and "pip install" in a)
-    assert 's/^onnxruntime-gpu==/${ONNXRUNTIME}==/' in install
+    assert "s/^onnxruntime-gpu==/${ONNXRUNTIME}==/" in install
     requirements = (DOCKERFILE.parent / "requirements.txt").read_text()
     assert re.search(r"^onnxruntime-gpu==", requirements, re.MULTILINE)
 
