@@ -5,7 +5,8 @@
 
 Starts `python -m service` with its defaults, writes `--texts` real sentences (the unlabeled
 corpora of the shared data, in order) to a .txt file, then alternates rounds of:
-- served: `benchmarks.serve`'s load (32 keep-alive clients x 8 sentences) for `--seconds`;
+- served: `benchmarks.serve`'s load (32 keep-alive clients x 8 sentences) for `--seconds`, on
+  the same sentences;
 - bulk: `python -m gensen_client embed` of the whole file to .npy, from start to end.
 Each figure is the median over the rounds. Last, a kill: the command is SIGKILLed once about
 half of the chunks are on disk and started again; the output must hold every row, in input
@@ -29,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.serve import REPO_ROOT, Server, free_port, load_sentences, request_bodies, run_load
+from benchmarks.serve import REPO_ROOT, Server, free_port, request_bodies, run_load
 from models.data import data_root, read_unlabeled
 from service.settings import DEFAULT_BUNDLE
 
@@ -107,9 +108,10 @@ def main(argv: list[str] | None = None) -> None:
 
     work = Path(tempfile.mkdtemp(prefix="gensen-bulk-"))
     source = work / "texts.txt"
-    source.write_text("".join(f"{line}\n" for line in corpus_lines(args.texts)))
+    lines = corpus_lines(args.texts)
+    source.write_text("".join(f"{line}\n" for line in lines))
     server = Server(args.bundle, free_port(), [])
-    bodies = request_bodies(load_sentences(), 8)
+    bodies = request_bodies(lines, 8)
     served, bulk = [], []
     try:
         asyncio.run(run_load(server.port, bodies, 32, 1.0))  # warm up

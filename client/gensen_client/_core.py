@@ -47,6 +47,46 @@ class RetryPolicy:
         return seconds
 
 
+class AdaptiveLimit:
+    """How many calls may be in flight at once, adapting to the service's queue (AIMD).
+
+    A 429 halves the limit (down to 1), and each `limit` answered calls raise it by one, up to
+    `ceiling`. A call that waits to be retried goes before any new call, so that the client's
+    own fresh calls never take the room a retried one was waiting for. The clients wrap the
+    checks in their own condition variable (threads or asyncio); the counting lives here.
+    """
+
+    def __init__(self, ceiling: int) -> None:
+        self.ceiling = self.limit = ceiling
+        self.in_flight = self.retries_waiting = 0
+        self._answered = 0
+
+    def may_start(self, retry: bool) -> bool:
+        return self.in_flight < self.limit and (retry or self.retries_waiting == 0)
+
+    def start(self, retry: bool) -> None:
+        self.in_flight += 1
+        if retry:
+            self.retries_waiting -= 1
+
+    def finish(self, overloaded: bool) -> None:
+        """A call's attempt ended; `overloaded`: with a 429 (the call will be retried)."""
+        self.in_flight -= 1
+        if overloaded:
+            self.limit = max(1, self.limit // 2)
+            self._answered = 0
+            self.retries_waiting += 1
+            return
+        self._answered += 1
+        if self._answered >= self.limit and self.limit < self.ceiling:
+            self.limit += 1
+            self._answered = 0
+
+    def give_up(self) -> None:
+        """A call that was waiting to be retried will not be (its error is raised)."""
+        self.retries_waiting -= 1
+
+
 class Retrying:
     """The retry state of one call: `settle` says whether an attempt ended it."""
 

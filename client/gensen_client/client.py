@@ -6,7 +6,8 @@
         vectors = client.embed(["A man is playing a guitar.", "A dog runs."])  # [2, dim]
 
 Lists longer than the service's `max_inputs` (read once from `/info`) are split into requests
-sent concurrently (`concurrency` at a time) and put back in order. 429 and 503 answers are
+sent concurrently and put back in order: up to `concurrency` at a time, fewer while the service
+answers 429 (the limit halves at each, and grows back by one per round of answers). 429 and 503 answers are
 retried after their `Retry-After`, connection failures after a short backoff, until the
 `RetryPolicy`'s total wait is spent; then the service's error is raised as a typed exception
 (`gensen_client.errors`). With several URLs, calls go to each in turn.
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -50,6 +52,7 @@ class _Settings:
         self.concurrency = concurrency
         self.retry = retry or RetryPolicy()
         self.stats = Stats()
+        self.in_flight = _core.AdaptiveLimit(concurrency)
         self._max_inputs = max_inputs
         self.limits = httpx.Limits(max_connections=concurrency * len(self.urls) + 2)
 
@@ -82,6 +85,7 @@ class Client:
             headers=self._s.headers, timeout=self._s.timeout, limits=self._s.limits
         )
         self._pool = ThreadPoolExecutor(concurrency, thread_name_prefix="gensen-client")
+        self._room = threading.Condition()  # guards self._s.in_flight
 
     @property
     def stats(self) -> Stats:
@@ -142,14 +146,30 @@ class Client:
         return _core.read_answer(response, call)
 
     def _send(self, call: Call) -> Any:
-        retrying = _core.Retrying(self._s.retry, self._s.stats)
+        retrying, limit = _core.Retrying(self._s.retry, self._s.stats), self._s.in_flight
+        retry = False
         while True:
-            url = self._s.url_for(call)
+            with self._room:
+                self._room.wait_for(lambda r=retry: limit.may_start(r))
+                limit.start(retry)
+            url, response, failure = self._s.url_for(call), None, None
             try:
-                response, failure = self._http.post(url, json=call.body), None
+                response = self._http.post(url, json=call.body)
             except httpx.HTTPError as exc:
-                response, failure = None, _core.connection_error(url, exc)
-            done, value = retrying.settle(call, response, failure)
+                failure = _core.connection_error(url, exc)
+            finally:
+                retry = response is not None and response.status_code == 429
+                with self._room:
+                    limit.finish(overloaded=retry)
+                    self._room.notify_all()
+            try:
+                done, value = retrying.settle(call, response, failure)
+            except Exception:
+                if retry:
+                    with self._room:
+                        limit.give_up()
+                        self._room.notify_all()
+                raise
             if done:
                 return value
             time.sleep(value)
@@ -179,7 +199,7 @@ class AsyncClient:
         self._http = httpx.AsyncClient(
             headers=self._s.headers, timeout=self._s.timeout, limits=self._s.limits
         )
-        self._slots = asyncio.Semaphore(concurrency)
+        self._room = asyncio.Condition()  # guards self._s.in_flight
 
     @property
     def stats(self) -> Stats:
@@ -236,15 +256,30 @@ class AsyncClient:
         return plan.combine(await asyncio.gather(*(self._send(call) for call in plan.calls)))
 
     async def _send(self, call: Call) -> Any:
-        retrying = _core.Retrying(self._s.retry, self._s.stats)
-        async with self._slots:
-            while True:
-                url = self._s.url_for(call)
-                try:
-                    response, failure = await self._http.post(url, json=call.body), None
-                except httpx.HTTPError as exc:
-                    response, failure = None, _core.connection_error(url, exc)
+        retrying, limit = _core.Retrying(self._s.retry, self._s.stats), self._s.in_flight
+        retry = False
+        while True:
+            async with self._room:
+                await self._room.wait_for(lambda r=retry: limit.may_start(r))
+                limit.start(retry)
+            url, response, failure = self._s.url_for(call), None, None
+            try:
+                response = await self._http.post(url, json=call.body)
+            except httpx.HTTPError as exc:
+                failure = _core.connection_error(url, exc)
+            finally:
+                retry = response is not None and response.status_code == 429
+                async with self._room:
+                    limit.finish(overloaded=retry)
+                    self._room.notify_all()
+            try:
                 done, value = retrying.settle(call, response, failure)
-                if done:
-                    return value
-                await asyncio.sleep(value)
+            except Exception:
+                if retry:
+                    async with self._room:
+                        limit.give_up()
+                        self._room.notify_all()
+                raise
+            if done:
+                return value
+            await asyncio.sleep(value)

@@ -97,3 +97,23 @@ def test_error_answers_become_typed_exceptions(status, body, kind, message, erro
         "rid-1",
     )
     assert "request id rid-1" in str(error)
+
+
+def test_the_in_flight_limit_halves_on_429_and_lets_retries_go_first() -> None:
+    from gensen_client._core import AdaptiveLimit
+
+    limit = AdaptiveLimit(8)
+    for _ in range(8):
+        assert limit.may_start(retry=False)
+        limit.start(retry=False)
+    assert not limit.may_start(retry=False)
+    limit.finish(overloaded=True)  # a 429: 4 may be in flight, and the retry goes first
+    assert limit.limit == 4
+    assert not limit.may_start(retry=False)
+    for _ in range(4):
+        limit.finish(overloaded=False)
+    assert (limit.in_flight, limit.limit) == (3, 5)  # a round of 4 answers: one more
+    assert limit.may_start(retry=True)
+    assert not limit.may_start(retry=False)  # the retry is waiting: it goes first
+    limit.start(retry=True)
+    assert limit.may_start(retry=False)
