@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from gensen_client import Client, bulk
+from gensen_client import Client, TooLarge, bulk
 
 from tests.conftest import tiny_sentences
 from tests.service.conftest import REPO_ROOT, ServiceProcess
@@ -190,3 +190,21 @@ def test_the_command_reports_errors_without_a_traceback(
     assert result.stderr.startswith("error: ")
     assert "no column 'text'" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_local_mode_embeds_as_the_service_does(
+    tmp_path: Path, tiny_bundle: Path, client: Client
+) -> None:
+    texts = [
+        *tiny_sentences(30, seed=9),
+        " ".join(tiny_sentences(5, seed=10)),
+    ]  # one over 32 tokens
+    source = tmp_path / "in.txt"
+    source.write_text("".join(f"{t}\n" for t in texts))
+    out = tmp_path / "out.npy"
+    result = run_cli(str(source), str(out), "--local", str(tiny_bundle))
+    assert result.returncode == 0, result.stderr
+    assert len(texts[-1]) < 300  # the service fixture's limit
+    with pytest.raises(TooLarge):  # the last text is over the tiny model's 32 tokens: windows
+        client.embed(texts[-1:], truncate=False)
+    np.testing.assert_allclose(np.load(out), client.embed(texts), atol=1e-5)
