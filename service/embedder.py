@@ -28,7 +28,7 @@ from service.jobs import Job
 from service.logs import current_request_id
 from service.schemas import CONTROL_CLASS
 from service.tokenization import Encoded, TextTokenizer
-from service.windows import split
+from service.windows import default_overlap, split
 
 Disconnected = Callable[[], Awaitable[Any]]
 WATCH_AFTER_S = 0.1  # a request still waiting after this long starts watching its connection
@@ -63,8 +63,7 @@ class Embedder:
         self._tokenizer = tokenizer
         self._batcher = batcher
         self.limits = limits
-        # windows of a long text overlap by an eighth, so that no sentence is only seen cut
-        self.overlap = tokenizer.max_tokens // 8
+        self.overlap = default_overlap(tokenizer.max_tokens)
         self.accepting = False  # set by the lifecycle: after warm-up, until draining
 
     async def embed(

@@ -22,7 +22,7 @@ def local_embedder(
         from service.engine import Engine, pad_rows
         from service.heads import normalize
         from service.tokenization import TextTokenizer
-        from service.windows import split
+        from service.windows import default_overlap, split
     except ImportError as exc:
         raise SystemExit(
             f"--local needs the service's packages ({exc}); run it from the repository's .venv"
@@ -31,7 +31,7 @@ def local_embedder(
     bundle = load_bundle(bundle_path)
     engine = Engine(bundle, provider="auto", intra_op_threads=threads, runners=1)
     tokenizer = TextTokenizer(bundle.files["tokenizer"], bundle.max_tokens)
-    overlap = bundle.max_tokens // 8  # as service.embedder
+    overlap = default_overlap(bundle.max_tokens)
 
     def embed(texts: list[str]) -> np.ndarray:
         windows = split(tokenizer.encode(texts).ids, bundle.max_tokens, None, overlap, str)
