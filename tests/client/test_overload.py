@@ -15,6 +15,10 @@ from tests.conftest import tiny_sentences
 from tests.service.conftest import ServiceProcess, report_figure
 
 pytestmark = pytest.mark.slow
+# Three greedy competitors keep 192 of the 256 places taken: the client's own 8 requests of 64
+# overfill the rest, so it meets 429s, and there is room for it once it backs off. (Competitors
+# that alone ask for more than the queue holds starve any client that honours Retry-After.)
+COMPETITORS = 3
 
 
 @pytest.fixture
@@ -43,7 +47,7 @@ def test_ten_thousand_sentences_arrive_whole_and_in_order(crowded: ServiceProces
         threading.Thread(
             target=competing_load, args=(crowded.url, stop, texts[i * 64 : i * 64 + 64])
         )
-        for i in range(6)
+        for i in range(COMPETITORS)
     ]
     for thread in others:
         thread.start()
