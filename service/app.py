@@ -142,7 +142,10 @@ def _openapi(app: FastAPI, keys_required: bool) -> dict[str, Any]:
         settings: Settings = app.state.settings
         runtime = getattr(app.state, "runtime", None)
         dim = runtime.bundle.dim if runtime is not None else None
-        limited = with_limits(defs["$defs"], settings.max_inputs, settings.max_input_chars, dim)
+        prompts = sorted(runtime.bundle.card.get("prompts") or {}) if runtime is not None else None
+        limited = with_limits(
+            defs["$defs"], settings.max_inputs, settings.max_input_chars, dim, prompts
+        )
         components = schema.setdefault("components", {})
         components.setdefault("schemas", {}).update(limited)
         if keys_required:

@@ -71,6 +71,7 @@ class Embedder:
         texts: list[str],
         *,
         truncate: bool | None = None,
+        keep_last: bool = False,
         param: str = "inputs",
         name_of: Callable[[int], str] | None = None,
         max_inputs: int | None = None,
@@ -79,7 +80,7 @@ class Embedder:
         """Embeddings of `texts`; `param` names the request field in error messages.
 
         `truncate`: None embeds a text past the model's limit in windows, True cuts it, False
-        refuses it (`service.windows`);
+        refuses it, and `keep_last` cuts from the start (`service.windows`);
         `name_of(i)` names text i in messages (default `param[i]`);
         `max_inputs` overrides the request limit (pair routes send two texts per pair);
         `disconnected` (the ASGI `receive`) returns when the client leaves; its work is dropped then.
@@ -93,7 +94,9 @@ class Embedder:
             texts, lambda checked: _check_texts(checked, name_of)
         )
         _check_tokens(encoded, name_of)
-        windows = split(encoded.ids, self._tokenizer.max_tokens, truncate, self.overlap, name_of)
+        windows = split(
+            encoded.ids, self._tokenizer.max_tokens, truncate, self.overlap, name_of, keep_last
+        )
         deadline = time.monotonic() + self.limits.timeout_s
         job = self._batcher.submit(windows.rows, deadline, request_id=current_request_id())
         vectors = windows.pool(await self._wait(job, disconnected))

@@ -203,6 +203,10 @@ class Runtime:
             "model_version": self.bundle.version,
             "dim": self.bundle.dim,
             "max_tokens": self.bundle.max_tokens,
+            # text-embeddings-inference's names for the limits its clients read
+            "max_input_length": self.bundle.max_tokens,
+            "max_client_batch_size": s.max_inputs,
+            "max_batch_tokens": limits.batch_tokens,
             "provider": self.engine_facts.get("provider", "unknown"),
             "limits": {
                 "max_inputs": s.max_inputs,

@@ -30,11 +30,12 @@ class _Request(BaseModel):
 # Native routes (text-embeddings-inference shapes)
 
 
-class EmbedRequest(_Request):
-    """POST /embed."""
+TruncationDirection = Literal["right", "left", "Right", "Left"]
 
-    inputs: Text | Texts = Field(description="one text or a list of texts")
-    normalize: bool = Field(True, description="scale each vector to unit length")
+
+class _TextOptions(_Request):
+    """What text-embeddings-inference clients send with the texts of /embed, / and /similarity."""
+
     truncate: bool | None = Field(
         None,
         description=(
@@ -42,6 +43,19 @@ class EmbedRequest(_Request):
             "whose vectors are pooled; true, cut at the limit; false, refused with 413"
         ),
     )
+    truncation_direction: TruncationDirection = Field(
+        "right", description="with truncate true: keep the first tokens (right) or the last (left)"
+    )
+    prompt_name: str | None = Field(
+        None, description="a prompt of the model card's `prompts`, put before each text"
+    )
+
+
+class EmbedRequest(_TextOptions):
+    """POST /embed."""
+
+    inputs: Text | Texts = Field(description="one text or a list of texts")
+    normalize: bool = Field(True, description="scale each vector to unit length")
 
 
 class SimilarityInputs(_Request):
@@ -51,10 +65,20 @@ class SimilarityInputs(_Request):
     sentences: Texts
 
 
-class SimilarityRequest(_Request):
+class SimilarityRequest(_TextOptions):
     """POST /similarity: cosine of `source_sentence` with each of `sentences`."""
 
     inputs: SimilarityInputs
+
+
+class RootRequest(_TextOptions):
+    """POST /, as text-embeddings-inference answers it: texts are embedded, a
+    `{"source_sentence", "sentences"}` object gives similarities."""
+
+    inputs: Text | Texts | SimilarityInputs = Field(
+        description="one text or a list of texts (as /embed), or a similarity object"
+    )
+    normalize: bool = Field(True, description="with texts: scale each vector to unit length")
 
 
 class ParaphraseRequest(_Request):
@@ -202,6 +226,9 @@ class Info(BaseModel):
     model_version: str
     dim: int
     max_tokens: int
+    max_input_length: int = Field(description="TEI's name: tokens in one window of the model")
+    max_client_batch_size: int = Field(description="TEI's name: inputs per request")
+    max_batch_tokens: int = Field(description="TEI's name: tokens per encoder batch")
     provider: str
     limits: dict[str, bool | float | int]
     versions: dict[str, str]
@@ -211,27 +238,42 @@ class Info(BaseModel):
 REQUEST_MODELS: tuple[type[BaseModel], ...] = (
     EmbedRequest,
     SimilarityRequest,
+    RootRequest,
     ParaphraseRequest,
     NliRequest,
     OpenAIEmbeddingRequest,
 )
 
 
-def with_limits(schema: Any, max_inputs: int, max_chars: int, dim: int | None) -> Any:
+def with_limits(
+    schema: Any, max_inputs: int, max_chars: int, dim: int | None, prompts: list[str] | None = None
+) -> Any:
     """`schema` (request JSON schemas) with the configured limits stated: at most `max_inputs`
-    items in a list, `max_chars` characters in a text, `dimensions` up to `dim` when known."""
+    items in a list, `max_chars` characters in a text, `dimensions` up to `dim` and
+    `prompt_name` among the card's `prompts` when known."""
     if isinstance(schema, list):
-        return [with_limits(item, max_inputs, max_chars, dim) for item in schema]
+        return [with_limits(item, max_inputs, max_chars, dim, prompts) for item in schema]
     if not isinstance(schema, dict):
         return schema
-    out = {key: with_limits(value, max_inputs, max_chars, dim) for key, value in schema.items()}
+    out = {
+        key: with_limits(value, max_inputs, max_chars, dim, prompts)
+        for key, value in schema.items()
+    }
     if out.get("type") == "array" and "maxItems" not in out:
         out["maxItems"] = max_inputs
     if out.get("pattern") == TEXT_PATTERN:
         out["maxLength"] = max_chars
-    dimensions = out.get("properties", {}).get("dimensions")
+    properties = out.get("properties", {})
+    dimensions = properties.get("dimensions")
     if dim is not None and dimensions is not None:
         for option in dimensions.get("anyOf", [dimensions]):
             if option.get("type") == "integer":
                 option["maximum"] = dim
+    if prompts is not None and "prompt_name" in properties:
+        named = [{"type": "string", "enum": prompts}] if prompts else []
+        properties["prompt_name"] = {
+            "anyOf": [*named, {"type": "null"}],
+            "default": None,
+            "description": properties["prompt_name"].get("description", ""),
+        }
     return out

@@ -5,7 +5,8 @@ windows of `max_tokens` tokens, each overlapping the previous by `overlap` token
 sentence is only ever seen cut in two, and its vector is the mean of its windows' vectors,
 weighted by the new tokens each window brings. What a request may ask instead:
 
-- `truncate: true`: its first `max_tokens` tokens only (text-embeddings-inference's meaning);
+- `truncate: true`: its first `max_tokens` tokens only (text-embeddings-inference's meaning),
+  or its last with `truncation_direction: left`;
 - `truncate: false`: refused with 413 when longer (also TEI's meaning);
 - `truncate` left out: windows, so that nothing is lost.
 
@@ -65,8 +66,10 @@ def split(
     truncate: bool | None,
     overlap: int,
     name_of: Callable[[int], str],
+    keep_last: bool = False,
 ) -> Windows:
-    """The rows of `ids` for the encoder, by the request's `truncate` choice (module docstring).
+    """The rows of `ids` for the encoder, by the request's `truncate` choice (module docstring);
+    `keep_last`: truncation keeps a text's last tokens (TEI's `truncation_direction: left`).
 
     Raises InputTooLong (naming the text by `name_of(i)`) when `truncate` is False and a text is
     longer than `size`.
@@ -81,7 +84,7 @@ def split(
             param=name_of(i),
         )
     if truncate:
-        cut = [row[:size] for row in ids]
+        cut = [row[-size:] if keep_last else row[:size] for row in ids]
         return Windows(cut, None, None, sum(map(len, cut)), sum(len(r) > size for r in ids))
     return _windows(ids, size, overlap)
 

@@ -20,6 +20,7 @@ EXAMPLES = int(
     os.environ.get("GENSEN_FUZZ_EXAMPLES", "50")
 )  # per route and mode: bounded, so that the run takes seconds
 OPERATIONS = [
+    "POST /",
     "POST /embed",
     "POST /similarity",
     "POST /paraphrase",
