@@ -143,8 +143,9 @@ def _openapi(app: FastAPI, keys_required: bool) -> dict[str, Any]:
         runtime = getattr(app.state, "runtime", None)
         dim = runtime.bundle.dim if runtime is not None else None
         prompts = sorted(runtime.bundle.card.get("prompts") or {}) if runtime is not None else None
+        vocab = runtime.tokenizer.vocab_size if runtime is not None else None
         limited = with_limits(
-            defs["$defs"], settings.max_inputs, settings.max_input_chars, dim, prompts
+            defs["$defs"], settings.max_inputs, settings.max_input_chars, dim, prompts, vocab
         )
         components = schema.setdefault("components", {})
         components.setdefault("schemas", {}).update(limited)

@@ -102,6 +102,28 @@ class Embedder:
         vectors = windows.pool(await self._wait(job, disconnected))
         return Embeddings(vectors, windows.tokens, len(windows.rows), windows.truncated)
 
+    def tokens(self, texts: list[str], add_special_tokens: bool = True) -> list[list[dict]]:
+        """/tokenize: each text's tokens, within the same limits and checks as `embed`."""
+        name_of = lambda i: f"inputs[{i}]"  # noqa: E731
+        self._check_limits(texts, "inputs", name_of, self.limits.max_inputs)
+        _check_texts(texts, name_of)
+        return self._tokenizer.tokens(texts, add_special_tokens)
+
+    def decode(self, ids: list[list[int]], skip_special_tokens: bool = True) -> list[str]:
+        """/decode: the texts of token id rows (at most `max_inputs` rows, each of at most
+        `max_input_chars` ids, as a text has no more tokens than characters)."""
+        self.check_count(len(ids), "ids", "rows")
+        for i, row in enumerate(ids):
+            if len(row) > self.limits.max_input_chars:
+                raise InputTooLong(
+                    f"ids[{i}] has {len(row)} ids; at most {self.limits.max_input_chars} are taken",
+                    param=f"ids[{i}]",
+                )
+        try:
+            return self._tokenizer.decode(ids, skip_special_tokens)
+        except ValueError as exc:
+            raise InvalidInput(str(exc), param="ids") from exc
+
     def check_count(self, count: int, param: str, what: str = "inputs") -> None:
         """Raise TooManyInputs if a request field holds more than `max_inputs` items."""
         if count > self.limits.max_inputs:

@@ -130,17 +130,21 @@ ERROR_TABLE: dict[type[ServiceError], ErrorSpec] = {
     InferenceTimedOut: ErrorSpec(504, "inference_timeout", "server_error", "inference_timeout"),
 }
 
-# Errors every inference route may answer with, for the OpenAPI documentation.
-INFERENCE_ERRORS = (
+# Errors of every route that reads texts from a body, for the OpenAPI documentation.
+REQUEST_ERRORS = (
     MalformedBody,
     Unauthorized,
     InvalidInput,
     BodyTooLarge,
     TooManyInputs,
     InputTooLong,
+    NotReady,
+)
+# ... and of every route that runs the model.
+INFERENCE_ERRORS = (
+    *REQUEST_ERRORS,
     Overloaded,
     InferenceFailed,
-    NotReady,
     DeadlineExceeded,
     InferenceTimedOut,
 )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
 
 # Control characters refused in texts (Unicode Cc but tab, line feed, vertical tab, form feed,
 # carriage return), as a regular-expression class; the embedder uses the same one.
@@ -56,6 +56,53 @@ class EmbedRequest(_TextOptions):
 
     inputs: Text | Texts = Field(description="one text or a list of texts")
     normalize: bool = Field(True, description="scale each vector to unit length")
+
+
+class TokenizeRequest(_Request):
+    """POST /tokenize (text-embeddings-inference's shape)."""
+
+    inputs: Text | Texts = Field(description="one text or a list of texts")
+    add_special_tokens: bool = Field(True, description="as the encoder is given them")
+
+
+# a token id: `with_limits` bounds it by the served vocabulary
+TokenId = Annotated[
+    int,
+    Field(ge=0),
+    WithJsonSchema({"type": "integer", "minimum": 0, "x-token-id": True}),
+]
+
+
+class DecodeRequest(_Request):
+    """POST /decode (text-embeddings-inference's shape)."""
+
+    ids: (
+        Annotated[list[TokenId], Field(min_length=1)]
+        | Annotated[list[Annotated[list[TokenId], Field(min_length=1)]], Field(min_length=1)]
+    ) = Field(description="token ids, or a list of rows of them")
+    skip_special_tokens: bool = True
+
+    @field_validator("ids", mode="before")
+    @classmethod
+    def _integral_numbers(cls, value: Any) -> Any:
+        """JSON Schema counts 13.0 as an integer; so do the ids (13.5 stays refused)."""
+
+        def integral(x: Any) -> Any:
+            if isinstance(x, list):
+                return [integral(item) for item in x]
+            return int(x) if isinstance(x, float) and x.is_integer() else x
+
+        return integral(value)
+
+
+class Token(BaseModel):
+    """One token of /tokenize."""
+
+    id: int
+    text: str
+    special: bool
+    start: int | None
+    stop: int | None
 
 
 class SimilarityInputs(_Request):
@@ -239,6 +286,8 @@ REQUEST_MODELS: tuple[type[BaseModel], ...] = (
     EmbedRequest,
     SimilarityRequest,
     RootRequest,
+    TokenizeRequest,
+    DecodeRequest,
     ParaphraseRequest,
     NliRequest,
     OpenAIEmbeddingRequest,
@@ -246,21 +295,31 @@ REQUEST_MODELS: tuple[type[BaseModel], ...] = (
 
 
 def with_limits(
-    schema: Any, max_inputs: int, max_chars: int, dim: int | None, prompts: list[str] | None = None
+    schema: Any,
+    max_inputs: int,
+    max_chars: int,
+    dim: int | None,
+    prompts: list[str] | None = None,
+    vocab: int | None = None,
 ) -> Any:
     """`schema` (request JSON schemas) with the configured limits stated: at most `max_inputs`
-    items in a list, `max_chars` characters in a text, `dimensions` up to `dim` and
-    `prompt_name` among the card's `prompts` when known."""
+    items in a list, `max_chars` characters in a text, and when the model is known `dimensions`
+    up to `dim`, `prompt_name` among the card's `prompts`, token ids below `vocab`."""
     if isinstance(schema, list):
-        return [with_limits(item, max_inputs, max_chars, dim, prompts) for item in schema]
+        return [with_limits(item, max_inputs, max_chars, dim, prompts, vocab) for item in schema]
     if not isinstance(schema, dict):
         return schema
     out = {
-        key: with_limits(value, max_inputs, max_chars, dim, prompts)
+        key: with_limits(value, max_inputs, max_chars, dim, prompts, vocab)
         for key, value in schema.items()
+        if key != "x-token-id"
     }
+    if schema.get("x-token-id") and vocab is not None:
+        out["maximum"] = vocab - 1
+    token_row = isinstance(schema.get("items"), dict) and schema["items"].get("x-token-id")
     if out.get("type") == "array" and "maxItems" not in out:
-        out["maxItems"] = max_inputs
+        # a row of token ids is bounded as a text is: no more tokens than characters
+        out["maxItems"] = max_chars if token_row else max_inputs
     if out.get("pattern") == TEXT_PATTERN:
         out["maxLength"] = max_chars
     properties = out.get("properties", {})

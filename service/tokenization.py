@@ -12,6 +12,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tokenizers import Tokenizer
 
@@ -54,6 +55,7 @@ class TextTokenizer:
         self._in_threads = 0  # requests being tokenised by the pool now
         self.pad_id: int = pad_id
         self.max_tokens = max_tokens
+        self.vocab_size: int = tokenizer.get_vocab_size()
 
     def encode(self, texts: list[str]) -> Encoded:
         """Token ids of `texts`, each whole (blocking; safe in any thread).
@@ -63,6 +65,41 @@ class TextTokenizer:
         `service.server`): requests run in parallel already, and its thread pool only adds CPU.
         """
         return Encoded(ids=[encoding.ids for encoding in self._tokenizer.encode_batch_fast(texts)])
+
+    def tokens(self, texts: list[str], add_special_tokens: bool) -> list[list[dict[str, Any]]]:
+        """Each text's tokens as text-embeddings-inference's /tokenize lists them: id, text,
+        whether special, and the character span (None for a special token)."""
+        out = []
+        for encoding in self._tokenizer.encode_batch(texts, add_special_tokens=add_special_tokens):
+            row = []
+            for token_id, token, special, (start, stop) in zip(
+                encoding.ids,
+                encoding.tokens,
+                encoding.special_tokens_mask,
+                encoding.offsets,
+                strict=True,
+            ):
+                span = (None, None) if special else (start, stop)
+                row.append(
+                    {
+                        "id": token_id,
+                        "text": token,
+                        "special": bool(special),
+                        "start": span[0],
+                        "stop": span[1],
+                    }
+                )
+            out.append(row)
+        return out
+
+    def decode(self, ids: list[list[int]], skip_special_tokens: bool) -> list[str]:
+        """Texts of token id rows; an id outside the vocabulary raises ValueError naming it."""
+        size = self.vocab_size
+        for i, row in enumerate(ids):
+            for j, token_id in enumerate(row):
+                if not 0 <= token_id < size:
+                    raise ValueError(f"ids[{i}][{j}] is {token_id}; ids run from 0 to {size - 1}")
+        return self._tokenizer.decode_batch(ids, skip_special_tokens=skip_special_tokens)
 
     async def encode_async(
         self, texts: list[str], check: Callable[[list[str]], None] | None = None

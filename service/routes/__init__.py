@@ -1,5 +1,5 @@
 """The HTTP routes, one router per concern."""
 
-from service.routes import embeddings, health, openai, pairs
+from service.routes import embeddings, health, openai, pairs, tokens
 
-ROUTERS = (embeddings.router, pairs.router, openai.router, health.router)
+ROUTERS = (embeddings.router, pairs.router, tokens.router, openai.router, health.router)

@@ -25,6 +25,8 @@ OPERATIONS = [
     "POST /similarity",
     "POST /paraphrase",
     "POST /nli",
+    "POST /tokenize",
+    "POST /decode",
     "POST /v1/embeddings",
     "GET /v1/models",
     "GET /health",

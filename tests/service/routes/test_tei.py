@@ -1,14 +1,11 @@
-"""text-embeddings-inference's surface: POST /, its /embed options, its /info fields, and the
-Hugging Face client (huggingface_hub) against a real service process."""
+"""text-embeddings-inference's surface: POST /, its /embed options, its /info fields (the
+clients themselves run in test_clients.py)."""
 
 from __future__ import annotations
 
 import httpx
 import numpy as np
 import pytest
-from huggingface_hub import InferenceClient
-
-from tests.service.conftest import ServiceProcess
 
 pytestmark = pytest.mark.anyio
 SENTENCES = ["a man is playing the guitar", "a dog runs in the park", "the woman is cooking"]
@@ -74,15 +71,50 @@ async def test_info_has_tei_limit_fields(client: httpx.AsyncClient) -> None:
     assert info["max_batch_tokens"] == info["limits"]["batch_tokens"]
 
 
-@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # a plain test: no event loop needed
-def test_hugging_face_client_works_unchanged(served: ServiceProcess, anyio_backend: str) -> None:
-    hf = InferenceClient(model=served.url)
-    vector = hf.feature_extraction(SENTENCES[0])
-    scores = hf.sentence_similarity(SENTENCES[0], other_sentences=SENTENCES[1:])
-    embed = httpx.post(f"{served.url}/embed", json={"inputs": SENTENCES[0]}).json()
-    similarity = httpx.post(
-        f"{served.url}/similarity",
-        json={"inputs": {"source_sentence": SENTENCES[0], "sentences": SENTENCES[1:]}},
-    ).json()
-    assert float(np.dot(np.ravel(vector), np.ravel(embed))) >= 0.9999
-    np.testing.assert_allclose(scores, similarity, atol=1e-3)
+async def test_tokenize_lists_the_bundles_tokens_with_their_spans(
+    client: httpx.AsyncClient,
+) -> None:
+    text = "A man is playing"
+    (tokens,) = (await client.post("/tokenize", json={"inputs": text})).json()
+    ids = [t["id"] for t in tokens]
+    embed_ids = app_tokenizer_ids(client, text)
+    assert ids == embed_ids
+    for token in tokens:
+        if not token["special"]:
+            assert text[token["start"] : token["stop"]].lower() == token["text"]
+    two = (await client.post("/tokenize", json={"inputs": [text, "a dog"]})).json()
+    assert len(two) == 2
+
+
+async def test_decode_gives_back_the_text_of_ids(client: httpx.AsyncClient) -> None:
+    (tokens,) = (await client.post("/tokenize", json={"inputs": "a man is playing"})).json()
+    ids = [t["id"] for t in tokens]
+    one = await client.post("/decode", json={"ids": ids})
+    rows = await client.post("/decode", json={"ids": [ids, ids[:1]]})
+    assert one.json() == ["a man is playing"]
+    assert rows.json() == ["a man is playing", "a"]
+
+
+@pytest.mark.parametrize(
+    ("route", "body", "status", "message"),
+    [
+        ("/tokenize", {"inputs": ""}, 422, "inputs[0] is empty"),
+        ("/tokenize", {"inputs": ["a"] * 600}, 413, "at most"),
+        ("/decode", {"ids": [10**9]}, 422, "ids"),
+        ("/decode", {"ids": [-1]}, 422, "ids"),
+        ("/decode", {"ids": []}, 422, "ids"),
+        ("/decode", {"ids": ["a"]}, 422, "ids"),
+    ],
+)
+async def test_bad_tokenizer_bodies_get_the_usual_errors(
+    client: httpx.AsyncClient, route: str, body: dict, status: int, message: str
+) -> None:
+    response = await client.post(route, json=body)
+    assert response.status_code == status, response.text
+    assert message in response.json()["error"]
+
+
+def app_tokenizer_ids(client: httpx.AsyncClient, text: str) -> list[int]:
+    from tests.service.conftest import app_of
+
+    return app_of(client).state.runtime.tokenizer.encode([text]).ids[0]
