@@ -118,3 +118,12 @@ def app_tokenizer_ids(client: httpx.AsyncClient, text: str) -> list[int]:
     from tests.service.conftest import app_of
 
     return app_of(client).state.runtime.tokenizer.encode([text]).ids[0]
+
+
+async def test_the_new_routes_are_counted_in_the_metrics(client: httpx.AsyncClient) -> None:
+    await client.post("/", json={"inputs": "a"})
+    await client.post("/tokenize", json={"inputs": "a"})
+    await client.post("/decode", json={"ids": [5]})
+    metrics = (await client.get("/metrics")).text
+    for route in ("/", "/tokenize", "/decode"):
+        assert f'route="{route}",status="200"' in metrics
