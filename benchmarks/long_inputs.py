@@ -104,7 +104,14 @@ def long_bodies(tokenizer: TextTokenizer, windows: int) -> list[tuple[bytes, int
     return [(body, 0) for body, _ in request_bodies(texts, 1)]  # 0: not counted as short
 
 
-async def mixed_load(port, short, long, clients, long_clients, seconds):
+async def mixed_load(
+    port: int,
+    short: list[tuple[bytes, int]],
+    long: list[tuple[bytes, int]],
+    clients: int,
+    long_clients: int,
+    seconds: float,
+):
     """Short-request figures while `long_clients` post long texts beside them (0: none)."""
     tasks = [run_load(port, short, clients, seconds)]
     if long_clients:
@@ -164,17 +171,9 @@ def main(argv: list[str] | None = None) -> None:
         f"clients of {args.long_windows}-window texts: {mixed}; throughput ratio {ratio:.2f}"
     )
     if args.out:
+        run = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
         figures = {"bundle": f"{bundle.name} {bundle.version}", "kept": kept, "mixed": mixed}
-        args.out.write_text(
-            json.dumps(
-                {
-                    **figures,
-                    "args": vars(args) | {"bundle": str(args.bundle), "out": str(args.out)},
-                },
-                indent=2,
-            )
-            + "\n"
-        )
+        args.out.write_text(json.dumps({**figures, "args": run}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

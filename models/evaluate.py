@@ -115,19 +115,14 @@ def stsb_dev(model: Model, root: Path, seen: frozenset[str] | None = None) -> di
     return scores
 
 
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = np.exp(logits - logits.max(1, keepdims=True))
-    return shifted / shifted.sum(1, keepdims=True)
-
-
 def sick_trial(model: Model, root: Path, seen: frozenset[str] | None = None) -> dict[str, float]:
     """SICK trial: Pearson of cosine with relatedness (x100), entailment accuracy (%) by the head
     and its calibration error; with `seen`, accuracy on pairs of unseen sentences too."""
-    from models.heads import calibration_error
+    from models.heads import calibration_error, softmax
 
     pairs = data.read_sick(root, "trial")
     u, v = _pair_vectors(model, pairs)
-    probabilities = _softmax(model.head("nli", u, v))
+    probabilities = softmax(model.head("nli", u, v))
     labels = np.array([p.entailment for p in pairs])
     right = probabilities.argmax(1) == labels
     scores = {
@@ -145,11 +140,11 @@ def sick_trial(model: Model, root: Path, seen: frozenset[str] | None = None) -> 
 def mrpc_dev(model: Model, root: Path) -> dict[str, float]:
     """MRPC dev (a fixed fifth of MRPC train that no training saw) through the paraphrase head,
     at the model's threshold: accuracy, F1 (%) and the head's calibration error."""
-    from models.heads import calibration_error
+    from models.heads import calibration_error, softmax
 
     pairs = data.mrpc_split(root)[1]
     u, v = _pair_vectors(model, pairs)
-    probabilities = _softmax(model.head("paraphrase", u, v))
+    probabilities = softmax(model.head("paraphrase", u, v))
     labels = np.array([p.label for p in pairs])
     predicted = (probabilities[:, 1] >= model.paraphrase_threshold).astype(int)
     return {

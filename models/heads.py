@@ -73,7 +73,8 @@ def _logits(head: PairClassifier, u: np.ndarray, v: np.ndarray) -> np.ndarray:
         return head(torch.from_numpy(u), torch.from_numpy(v)).numpy()
 
 
-def _softmax(logits: np.ndarray) -> np.ndarray:
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax."""
     shifted = np.exp(logits - logits.max(1, keepdims=True))
     return shifted / shifted.sum(1, keepdims=True)
 
@@ -96,7 +97,7 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
     """The T minimising the log-loss of softmax(logits / T) (temperature scaling)."""
 
     def log_loss(log_t: float) -> float:
-        probabilities = _softmax(logits / np.exp(log_t))
+        probabilities = softmax(logits / np.exp(log_t))
         return -float(np.log(probabilities[np.arange(len(labels)), labels] + 1e-12).mean())
 
     return float(np.exp(minimize_scalar(log_loss, bounds=(-3, 3), method="bounded").x))
@@ -176,11 +177,11 @@ def fit_served_heads(embed, heads, root, fit: HeadFit, seed: int) -> dict[str, H
 
         held_out = out_of_fold_logits(new_head, u, v, labels, fit, seed)
         temperature = fit_temperature(held_out, labels)
-        calibrated = _softmax(held_out / temperature)
+        calibrated = softmax(held_out / temperature)
         reports[name] = HeadReport(
             folds_accuracy=round(100 * float((held_out.argmax(1) == labels).mean()), 2),
             temperature=round(temperature, 4),
-            calibration_error_before=round(calibration_error(_softmax(held_out), labels), 4),
+            calibration_error_before=round(calibration_error(softmax(held_out), labels), 4),
             calibration_error_after=round(calibration_error(calibrated, labels), 4),
             threshold=round(best_threshold(calibrated[:, 1], labels), 4)
             if name == "paraphrase"

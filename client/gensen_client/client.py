@@ -60,8 +60,10 @@ class _Settings:
         return next(self._next_url) + call.path
 
 
-class Client:
-    """Synchronous client; safe to share between threads. Use as a context manager, or `close()`."""
+class _ClientBase:
+    """The constructor both clients share: `url` (or several, used in turn), an API key, a
+    timeout per request in seconds, at most `concurrency` requests in flight, `max_inputs` per
+    request (None: the service's), and the retry policy."""
 
     def __init__(
         self,
@@ -81,16 +83,26 @@ class Client:
             max_inputs=max_inputs,
             retry=retry,
         )
-        self._http = httpx.Client(
-            headers=self._s.headers, timeout=self._s.timeout, limits=self._s.limits
-        )
-        self._pool = ThreadPoolExecutor(concurrency, thread_name_prefix="gensen-client")
-        self._room = threading.Condition()  # guards self._s.in_flight
+        self._open()
+
+    def _open(self) -> None:
+        """The transport: an HTTP client and what guards the in-flight limit."""
+        raise NotImplementedError
 
     @property
     def stats(self) -> Stats:
         """Requests sent and retries made so far."""
         return self._s.stats
+
+
+class Client(_ClientBase):
+    """Synchronous client; safe to share between threads. Use as a context manager, or `close()`."""
+
+    def _open(self) -> None:
+        s = self._s
+        self._http = httpx.Client(headers=s.headers, timeout=s.timeout, limits=s.limits)
+        self._pool = ThreadPoolExecutor(s.concurrency, thread_name_prefix="gensen-client")
+        self._room = threading.Condition()  # guards self._s.in_flight
 
     def info(self) -> dict[str, Any]:
         """The service's `/info` (model card, limits, versions) from the first URL."""
@@ -175,36 +187,13 @@ class Client:
             time.sleep(value)
 
 
-class AsyncClient:
+class AsyncClient(_ClientBase):
     """Asynchronous client (asyncio); the same methods as `Client`, awaited."""
 
-    def __init__(
-        self,
-        url: str | Sequence[str],
-        *,
-        api_key: str | None = None,
-        timeout: float = 60.0,
-        concurrency: int = 4,
-        max_inputs: int | None = None,
-        retry: RetryPolicy | None = None,
-    ) -> None:
-        self._s = _Settings(
-            url,
-            api_key=api_key,
-            timeout=timeout,
-            concurrency=concurrency,
-            max_inputs=max_inputs,
-            retry=retry,
-        )
-        self._http = httpx.AsyncClient(
-            headers=self._s.headers, timeout=self._s.timeout, limits=self._s.limits
-        )
+    def _open(self) -> None:
+        s = self._s
+        self._http = httpx.AsyncClient(headers=s.headers, timeout=s.timeout, limits=s.limits)
         self._room = asyncio.Condition()  # guards self._s.in_flight
-
-    @property
-    def stats(self) -> Stats:
-        """Requests sent and retries made so far."""
-        return self._s.stats
 
     async def info(self) -> dict[str, Any]:
         """The service's `/info` from the first URL."""

@@ -42,7 +42,7 @@ def test_nli_pairs_are_sick_train_and_optionally_snli(shared_data):
 
 
 def test_temperature_scaling_calibrates_overconfident_logits():
-    from models.heads import _softmax, calibration_error, fit_temperature
+    from models.heads import calibration_error, fit_temperature, softmax
 
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 3, 5000)
@@ -51,8 +51,8 @@ def test_temperature_scaling_calibrates_overconfident_logits():
     logits *= 6  # ...but sure of itself
     temperature = fit_temperature(logits, labels)
     assert 4 < temperature < 8
-    before = calibration_error(_softmax(logits), labels)
-    after = calibration_error(_softmax(logits / temperature), labels)
+    before = calibration_error(softmax(logits), labels)
+    after = calibration_error(softmax(logits / temperature), labels)
     assert before > 0.2
     assert after < 0.03
 
