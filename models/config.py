@@ -39,7 +39,11 @@ class HeadFit:
     nli_with_snli: bool = False
     paraphrase_with_ppdb: bool = True  # PPDB synonym pairs beside MRPC's
     folds: int = 5  # held-out folds for the temperature and the paraphrase threshold
-    hidden: int | None = None  # hidden units of a served head (None: the config's head_hidden)
+    # The served head's shapes to try; the most accurate on held-out folds is served: linear
+    # heads of these L2 strengths, then tanh heads of these hidden units (both empty: a tanh
+    # head the size of the multi-task one).
+    linear_l2: list[float] = field(default_factory=list)
+    hidden: list[int] = field(default_factory=list)
 
 
 @dataclass

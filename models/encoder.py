@@ -117,17 +117,26 @@ def pair_features(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
 
 
 class PairClassifier(nn.Module):
-    """A head over pair features: `forward(u, v)` -> logits [batch, classes]."""
+    """A head over pair features: `forward(u, v)` -> logits [batch, classes]; one tanh layer of
+    `hidden` units, or with `hidden=0` a linear (multinomial logistic) head."""
 
     def __init__(self, dim: int, classes: int, hidden: int = 512, dropout: float = 0.1) -> None:
         super().__init__()
-        self.layers = nn.Sequential(
-            nn.Dropout(dropout),
-            nn.Linear(4 * dim, hidden),
-            nn.Tanh(),
-            nn.Dropout(dropout),
-            nn.Linear(hidden, classes),
-        )
+        if hidden:
+            self.layers = nn.Sequential(
+                nn.Dropout(dropout),
+                nn.Linear(4 * dim, hidden),
+                nn.Tanh(),
+                nn.Dropout(dropout),
+                nn.Linear(hidden, classes),
+            )
+        else:
+            self.layers = nn.Sequential(nn.Dropout(dropout), nn.Linear(4 * dim, classes))
+
+    @property
+    def hidden(self) -> int:
+        """Hidden units (0: linear)."""
+        return self.layers[1].out_features if len(self.layers) > 2 else 0
 
     def forward(self, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         # Unit-normalised inside, so callers may pass raw or normalised embeddings.

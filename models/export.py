@@ -175,6 +175,10 @@ def export_bundle(
 
 def training_summary(config: TrainConfig) -> dict:
     """The card's provenance: data, teachers, what was held out, the task schedule."""
+    tasks = {n for p in config.phases for n in p.weights}
+    fit = config.head_fit
+    mrpc_use = "the paraphrase task and head" if "paraphrase" in tasks else "the paraphrase head"
+    ppdb = "paraphrase" in tasks or (fit is not None and fit.paraphrase_with_ppdb)
     return {
         "data": [
             "SNLI dev+test",
@@ -182,8 +186,8 @@ def training_summary(config: TrainConfig) -> dict:
             "RTE 1-3",
             "STS Benchmark train",
             "STS 2012 train (less the 257 pairs that stand in STS test sets)",
-            "MRPC train less its dev fifth",
-            "PPDB lexical synonyms",
+            f"MRPC train less its dev fifth ({mrpc_use} only)",
+            *(["PPDB lexical synonyms"] if ppdb else []),
             "NLTK corpora and plain text (unlabeled, for distillation; passages of consecutive"
             " sentences in document order)",
         ],
@@ -191,7 +195,7 @@ def training_summary(config: TrainConfig) -> dict:
             "STS-B dev, SICK trial and MRPC dev (a fixed seeded fifth of MRPC train) sentences:"
             " out of the distillation corpus",
             "every pair with an STS-B dev sentence: out of every labeled task",
-            "MRPC dev: out of the paraphrase task and the paraphrase head",
+            "MRPC dev: out of every task and of the paraphrase head",
         ],
         "teachers": list(config.teachers),
         "teacher_target": (
@@ -200,7 +204,7 @@ def training_summary(config: TrainConfig) -> dict:
             else "the teacher's vectors"
         ),
         "passage_target": "the mean of the unit targets of the passage's sentences",
-        "tasks": sorted({n for p in config.phases for n in p.weights}),
+        "tasks": sorted(tasks),
         "phases": [{"name": p.name, "steps": p.steps, "weights": p.weights} for p in config.phases],
         "steps": config.total_steps,
         "max_tokens": config.max_tokens,

@@ -75,3 +75,45 @@ def test_baked_temperature_divides_the_logits():
         before = head(u, v)
         bake_temperature(head, 2.5)
         torch.testing.assert_close(head(u, v), before / 2.5)
+
+
+def _pairs(relation, n: int = 1200, dim: int = 8, seed: int = 0):
+    """Unit-free random pairs labelled by `relation(cosine)`."""
+    rng = np.random.default_rng(seed)
+    u = rng.standard_normal((n, dim)).astype(np.float32)
+    mix = rng.uniform(-1, 1, (n, 1)).astype(np.float32)
+    v = (mix * u + (1 - np.abs(mix)) * rng.standard_normal((n, dim))).astype(np.float32)
+    cosine = (u * v).sum(1) / (np.linalg.norm(u, axis=1) * np.linalg.norm(v, axis=1))
+    return u, v, relation(cosine).astype(np.int64)
+
+
+def test_linear_head_fits_to_convergence_and_l2_shrinks_it():
+    from models.heads import HeadShape
+
+    u, v, labels = _pairs(lambda c: c > 0.3)
+    fit = HeadFit(folds=3)
+    loose = HeadShape(0, 1e-5).fit(8, 2, u, v, labels, fit, seed=0)
+    tight = HeadShape(0, 1e-1).fit(8, 2, u, v, labels, fit, seed=0)
+    assert loose.hidden == 0
+    assert len(loose.layers) == 2
+    with torch.no_grad():
+        predicted = loose(torch.from_numpy(u), torch.from_numpy(v)).argmax(1).numpy()
+        assert (predicted == labels).mean() > 0.9
+        assert tight.layers[-1].weight.norm() < 0.5 * loose.layers[-1].weight.norm()
+
+
+def test_folds_score_each_shape_on_pairs_it_did_not_see():
+    from models.heads import HeadShape, head_shapes, shapes_on_folds
+
+    fit = HeadFit(epochs=20, lr=3e-3, batch=64, folds=3, linear_l2=[1e-4], hidden=[32])
+    shapes = head_shapes(fit, default_hidden=512)
+    assert [s.name for s in shapes] == ["linear l2=0.0001", "tanh 32"]
+    assert head_shapes(HeadFit(), default_hidden=512) == [HeadShape(512)]
+    u, v, labels = _pairs(lambda c: c > 0.3)
+    held_out, accuracy = shapes_on_folds(shapes, u, v, labels, 2, fit, seed=0)
+    assert held_out[shapes[0]].shape == (len(labels), 2)
+    assert accuracy[shapes[0]] > 90
+    # labels that nothing predicts: a head can learn its own folds, never the one it did not see
+    noise = np.random.default_rng(1).integers(0, 2, len(labels))
+    _, accuracy = shapes_on_folds(shapes, u, v, noise, 2, fit, seed=0)
+    assert all(40 < a < 60 for a in accuracy.values())
