@@ -184,18 +184,21 @@ def calibration_error(probabilities: np.ndarray, labels: np.ndarray, bins: int =
 
 
 def best_threshold(probability: np.ndarray, labels: np.ndarray) -> float:
-    """The cut on P(positive) most accurate on these pairs (midway between two probabilities)."""
+    """The cut on P(positive) nearest 0.5 whose accuracy on these pairs is within one standard
+    error of the most accurate cut's (cuts lie midway between two probabilities).
+
+    For calibrated probabilities 0.5 is the most accurate cut in expectation; the cut that is
+    best on a few thousand held-out pairs also fits their noise (on MRPC, 0.564 was best on the
+    folds and cost 2.3 points on dev against 0.5). The one-standard-error rule moves only when
+    the folds say clearly that another cut is better.
+    """
     order = np.sort(np.unique(probability))
     candidates = np.concatenate([[0.0], (order[1:] + order[:-1]) / 2, [1.0]])
-    accuracy = [float(((probability >= c) == labels).mean()) for c in candidates]
-    best = max(accuracy)
-    # of equally good cuts, the one nearest 0.5: the least tuned to these pairs
-    return float(
-        min(
-            (c for c, a in zip(candidates, accuracy, strict=True) if a == best),
-            key=lambda c: abs(c - 0.5),
-        )
-    )
+    accuracy = np.array([float(((probability >= c) == labels).mean()) for c in candidates])
+    best = accuracy.max()
+    standard_error = np.sqrt(best * (1 - best) / len(labels))
+    good = candidates[accuracy >= best - standard_error - 1e-12]
+    return float(good[np.argmin(np.abs(good - 0.5))])
 
 
 def bake_temperature(head: PairClassifier, temperature: float) -> None:

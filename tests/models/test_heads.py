@@ -66,6 +66,19 @@ def test_best_threshold_is_the_most_accurate_cut_nearest_a_half():
     assert best_threshold(np.array([0.2, 0.8]), np.array([0, 1])) == pytest.approx(0.5)
 
 
+def test_best_threshold_stays_at_a_half_unless_another_cut_is_clearly_better():
+    from models.heads import best_threshold
+
+    rng = np.random.default_rng(0)
+    probability = rng.random(4000)
+    calibrated = (rng.random(4000) < probability).astype(int)
+    # calibrated probabilities: the best cut on a sample differs from 0.5 by noise alone
+    assert abs(best_threshold(probability, calibrated) - 0.5) < 0.01
+    # every pair below 0.7 is negative: 0.7 is better by far more than a standard error
+    shifted = (probability >= 0.7).astype(int)
+    assert best_threshold(probability, shifted) == pytest.approx(0.7, abs=0.01)
+
+
 def test_baked_temperature_divides_the_logits():
     from models.heads import bake_temperature
 
