@@ -104,3 +104,18 @@ def test_tiny_bundle_matches_the_contract(tiny_bundle):
     u = np.random.default_rng(0).standard_normal((3, card["dim"])).astype(np.float32)
     (logits,) = nli.run(None, {"u": u, "v": u[::-1].copy()})
     assert logits.shape == (3, len(card["labels"]["nli"]))
+
+
+@pytest.mark.parametrize("hidden", [0, 8])
+def test_pair_heads_export_and_match_torch(hidden, tmp_path):
+    from models.encoder import PairClassifier
+    from models.export import export_head
+
+    torch.manual_seed(0)
+    head = PairClassifier(6, 3, hidden=hidden).eval()
+    export_head(head, 6, tmp_path / "head.onnx")
+    session = ort.InferenceSession(str(tmp_path / "head.onnx"), providers=["CPUExecutionProvider"])
+    u, v = torch.randn(5, 6), torch.randn(5, 6)
+    (logits,) = session.run(None, {"u": u.numpy(), "v": v.numpy()})
+    with torch.no_grad():
+        np.testing.assert_allclose(logits, head(u, v).numpy(), atol=1e-5)
