@@ -39,9 +39,9 @@ class HeadFit:
     nli_with_snli: bool = False
     paraphrase_with_ppdb: bool = True  # PPDB synonym pairs beside MRPC's
     folds: int = 5  # held-out folds for the temperature and the paraphrase threshold
-    # The served head's shapes to try; the most accurate on held-out folds is served: linear
-    # heads of these L2 strengths, then tanh heads of these hidden units (both empty: a tanh
-    # head the size of the multi-task one).
+    # The served head's shapes to try: linear heads of these L2 strengths and tanh heads of
+    # these hidden units (both empty: a tanh head the size of the multi-task one). The simplest
+    # within one standard error of the best on held-out folds is served (models.heads).
     linear_l2: list[float] = field(default_factory=list)
     hidden: list[int] = field(default_factory=list)
 

@@ -121,6 +121,13 @@ def test_folds_score_each_shape_on_pairs_it_did_not_see():
     fit = HeadFit(epochs=20, lr=3e-3, batch=64, folds=3, linear_l2=[1e-4], hidden=[32])
     shapes = head_shapes(fit, default_hidden=512)
     assert [s.name for s in shapes] == ["linear l2=0.0001", "tanh 32"]
+    several = HeadFit(linear_l2=[1e-4, 1e-2], hidden=[64, 16])
+    assert [s.name for s in head_shapes(several, 512)] == [
+        "linear l2=0.01",
+        "linear l2=0.0001",
+        "tanh 16",
+        "tanh 64",
+    ]
     assert head_shapes(HeadFit(), default_hidden=512) == [HeadShape(512)]
     u, v, labels = _pairs(lambda c: c > 0.3)
     held_out, accuracy = shapes_on_folds(shapes, u, v, labels, 2, fit, seed=0)
@@ -130,3 +137,13 @@ def test_folds_score_each_shape_on_pairs_it_did_not_see():
     noise = np.random.default_rng(1).integers(0, 2, len(labels))
     _, accuracy = shapes_on_folds(shapes, u, v, noise, 2, fit, seed=0)
     assert all(40 < a < 60 for a in accuracy.values())
+
+
+def test_the_simplest_shape_within_a_standard_error_is_served():
+    from models.heads import HeadShape, simplest_good_shape
+
+    strong, weak, tanh = HeadShape(0, 1e-2), HeadShape(0, 1e-4), HeadShape(64)
+    # 4,000 pairs at 90%: one standard error is 0.47 points
+    assert simplest_good_shape({strong: 89.6, weak: 89.9, tanh: 90.0}, 4000) == strong
+    assert simplest_good_shape({strong: 89.4, weak: 89.9, tanh: 90.0}, 4000) == weak
+    assert simplest_good_shape({strong: 85.0, weak: 88.0, tanh: 90.0}, 4000) == tanh
