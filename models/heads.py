@@ -138,9 +138,14 @@ def simplest_good_shape(accuracy: dict[HeadShape, float], pairs: int) -> HeadSha
     best one's: the one-standard-error rule. Folds of pairs the encoder trained on (SICK train)
     rank shapes by how well they memorise; on SICK trial the tanh head that won them by 0.34
     points (less than the 0.36 of a standard error) was 2.8 points worse than the linear one."""
-    best = max(accuracy.values()) / 100
-    standard_error = 100 * np.sqrt(best * (1 - best) / pairs)
-    return next(s for s, a in accuracy.items() if a >= 100 * best - standard_error - 1e-9)
+    floor = 100 * one_standard_error_below(max(accuracy.values()) / 100, pairs)
+    return next(s for s, a in accuracy.items() if a >= floor)
+
+
+def one_standard_error_below(accuracy: float, pairs: int) -> float:
+    """`accuracy` (a fraction, on `pairs` pairs) less one standard error of it, less a hair so
+    that the best itself always clears it."""
+    return accuracy - float(np.sqrt(accuracy * (1 - accuracy) / pairs)) - 1e-9
 
 
 def _logits(head: PairClassifier, u: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -206,9 +211,7 @@ def best_threshold(probability: np.ndarray, labels: np.ndarray) -> float:
     order = np.sort(np.unique(probability))
     candidates = np.concatenate([[0.0], (order[1:] + order[:-1]) / 2, [1.0]])
     accuracy = np.array([float(((probability >= c) == labels).mean()) for c in candidates])
-    best = accuracy.max()
-    standard_error = np.sqrt(best * (1 - best) / len(labels))
-    good = candidates[accuracy >= best - standard_error - 1e-12]
+    good = candidates[accuracy >= one_standard_error_below(accuracy.max(), len(labels))]
     return float(good[np.argmin(np.abs(good - 0.5))])
 
 
