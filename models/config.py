@@ -29,6 +29,7 @@ class Phase:
 class HeadFit:
     """Refitting the served heads on the finished encoder (models.heads)."""
 
+    # how a tanh head trains (a linear one is solved to convergence: models.heads.fit_linear_head)
     epochs: int = 40
     lr: float = 1e-3
     batch: int = 128
@@ -38,7 +39,7 @@ class HeadFit:
     # 84 to 78 (SNLI's pairs already shaped the encoder in multi-task training).
     nli_with_snli: bool = False
     paraphrase_with_ppdb: bool = True  # PPDB synonym pairs beside MRPC's
-    folds: int = 5  # held-out folds for the temperature and the paraphrase threshold
+    folds: int = 5  # held-out folds for the shape, the temperature and the paraphrase threshold
     # The served head's shapes to try: linear heads of these L2 strengths and tanh heads of
     # these hidden units (both empty: a tanh head the size of the multi-task one). The simplest
     # within one standard error of the best on held-out folds is served (models.heads).
