@@ -8,13 +8,16 @@ so no evaluation set is used for selection.
 Calibration and the paraphrase threshold come from held-out folds of the training pairs, never
 from pairs a head was fitted on: k heads, each fitted on k-1 folds, give every pair a logit from
 a head that did not see it. A temperature fitted to those logits (least log-loss) is baked into
-the served head's last layer, so that its softmax is a calibrated probability; the paraphrase
-threshold is the one most accurate on the same held-out probabilities.
+the served head's last layer, so that its softmax is a calibrated probability. The paraphrase
+threshold is the cut on the same held-out probabilities nearest 0.5 within one standard error of
+the most accurate cut (`best_threshold`).
 
 The same folds choose the head's shape among those the config lists: linear heads (a logistic
 regression on the pair features, fitted to convergence with an L2 penalty) of a few strengths,
-and tanh heads; the simplest shape within one standard error of the best is served. On vectors the encoder never trained on (MRPC, out of every training task since
-2.1.0) a regularised linear head generalises better than a hidden layer that can memorise.
+and tanh heads; the simplest shape within one standard error of the best is served
+(`simplest_good_shape`). On vectors the encoder never trained on (MRPC, out of every training
+task since 2.1.0) a regularised linear head generalises better than a hidden layer that can
+memorise.
 """
 
 from __future__ import annotations
