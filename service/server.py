@@ -77,6 +77,9 @@ def serve(
         log_config=log_config(settings.log_level),
         access_log=settings.access_log,
         timeout_graceful_shutdown=FLUSH_TIMEOUT_S,
+        # A backend that closes an idle connection before the proxy in front does turns the
+        # proxy's next request on it into a 502: outlast the proxies' idle timeouts.
+        timeout_keep_alive=settings.keep_alive_s,
         server_header=False,
         # X-Forwarded-For rewriting is for access logs behind a proxy on loopback; this
         # service is reached through a Service or an ingress, and it costs a layer per request.

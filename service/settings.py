@@ -108,6 +108,12 @@ class Settings(BaseSettings):
     cors_origins: CommaList = Field(
         [], description="origins allowed by CORS (comma-separated, * for any); default: CORS off"
     )
+    keep_alive_s: float = Field(
+        75.0,
+        gt=0,
+        description="how long an idle keep-alive connection stays open; longer than the idle "
+        "timeout of the proxy or load balancer in front (commonly 60 s)",
+    )
     log_level: LogLevel = Field("info", description="log level of the JSON logs")
     access_log: bool = Field(False, description="log one JSON line per HTTP request")
 

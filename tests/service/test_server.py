@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 import shutil
+import socket
 import time
 from pathlib import Path
 
@@ -167,3 +168,51 @@ async def _flood(url: str, clients: int, requests: int, inputs: int) -> list[htt
 
         batches = await asyncio.gather(*(one_client() for _ in range(clients)))
     return [answer for batch in batches for answer in batch]
+
+
+def _embed_on(sock: socket.socket) -> bytes:
+    """One /embed request on an open connection; the answer's bytes (b"" if it was closed)."""
+    body = b'{"inputs": "a man"}'
+    sock.sendall(
+        b"POST /embed HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+        + f"Content-Length: {len(body)}\r\n\r\n".encode()
+        + body
+    )
+    answer = b""
+    while b"\r\n\r\n" not in answer:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return answer
+        answer += chunk
+    head, _, rest = answer.partition(b"\r\n\r\n")
+    length = int(re.search(rb"content-length: (\d+)", head, re.IGNORECASE).group(1))
+    while len(rest) < length:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        rest += chunk
+    return head + b"\r\n\r\n" + rest
+
+
+@pytest.mark.slow
+def test_idle_connection_outlasts_uvicorns_old_default(served: ServiceProcess) -> None:
+    """An idle keep-alive connection is still open after uvicorn's 5 s default: a proxy that
+    reuses it (idle timeouts of 60 s are common) gets an answer, not a reset."""
+    with socket.create_connection(("127.0.0.1", served.port), timeout=10) as sock:
+        assert _embed_on(sock).startswith(b"HTTP/1.1 200")
+        time.sleep(6.5)
+        assert _embed_on(sock).startswith(b"HTTP/1.1 200")
+
+
+@pytest.mark.slow
+def test_keep_alive_is_a_setting(tiny_bundle: Path) -> None:
+    """`--keep-alive-s` bounds how long an idle connection stays open."""
+    service = ServiceProcess(tiny_bundle, "--keep-alive-s", "0.5")
+    try:
+        service.wait_ready()
+        with socket.create_connection(("127.0.0.1", service.port), timeout=10) as sock:
+            assert _embed_on(sock).startswith(b"HTTP/1.1 200")
+            time.sleep(2.0)
+            assert sock.recv(1) == b""  # the server closed it
+    finally:
+        service.stop()

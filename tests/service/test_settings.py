@@ -56,6 +56,7 @@ def test_flag_wins_over_environment(monkeypatch: pytest.MonkeyPatch) -> None:
         "api_key_file",
         "metrics_port",
         "cors_origins",
+        "keep_alive_s",
     ],
 )
 def test_every_issue_setting_exists(field: str) -> None:
