@@ -82,6 +82,7 @@ class Batcher:
         self._queued = 0  # rows admitted and not yet taken into a batch
         self._queued_tokens = 0
         self._unfinished = 0  # jobs admitted and not yet settled
+        self._running = 0  # batches in inference now
         self._admitting = False
         self._stopping = False
         self._rows_per_s = 0.0
@@ -213,12 +214,18 @@ class Batcher:
                 os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + RUNNER_NICENESS
             )
         while True:
-            batch = self._next_batch()
-            if batch is None:
+            taken = self._next_batch()
+            if taken is None:
                 return
-            self._run(batch)
+            batch, alone = taken
+            try:
+                self._run(batch, alone)
+            finally:
+                with self._cond:
+                    self._running -= 1
 
-    def _next_batch(self) -> list[Row] | None:
+    def _next_batch(self) -> tuple[list[Row], bool] | None:
+        """The next batch, and whether it runs alone (no other batch in inference)."""
         with self._cond:
             while True:
                 if self._stopping:
@@ -228,12 +235,19 @@ class Batcher:
                     self._cond.wait()
                     continue
                 wait = self._oldest_enqueued() + self._limits.max_wait_s - time.monotonic()
-                if wait > 0 and self._more_is_coming() and not self._batch_is_full():
+                if wait > 0 and self._worth_waiting():
                     self._cond.wait(wait)
                     continue
                 batch = self._take()
                 if batch:
-                    return batch
+                    self._running += 1
+                    return batch, self._running == 1
+
+    def _worth_waiting(self) -> bool:
+        """Whether waiting may gather a fuller batch: requests arrive often, the batch is not
+        full yet, and another batch is running (an idle device would only wait with it: a
+        lone query, or the first of a burst, runs at once, and what comes meanwhile queues)."""
+        return self._running > 0 and self._more_is_coming() and not self._batch_is_full()
 
     def _oldest_enqueued(self) -> float:
         for row in self._queue:
@@ -303,7 +317,7 @@ class Batcher:
             if self._metrics is not None:
                 self._metrics.queue_wait.observe(now - job.enqueued)
 
-    def _run(self, batch: list[Row]) -> None:
+    def _run(self, batch: list[Row], alone: bool) -> None:
         lengths = np.array([row.length for row in batch], dtype=np.int64)
         ids = np.full((len(batch), int(lengths.max())), self._pad_id, dtype=np.int64)
         for i, row in enumerate(batch):
@@ -311,7 +325,7 @@ class Batcher:
         start = time.perf_counter()
         self._watchdog.begin(batch)
         try:
-            out = self._backend.embed(ids, lengths)
+            out = self._backend.embed(ids, lengths, alone)
         except Exception:
             extra = {"rows": len(batch), "request_ids": request_ids(batch)}
             log.exception("encoder failed on a batch", extra=extra)

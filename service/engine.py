@@ -68,10 +68,12 @@ DEVICE_LIMITS = {
 @dataclasses.dataclass(frozen=True, slots=True)
 class Parallelism:
     """How the encoder keeps the device busy: `runners` batches at once, each on its own
-    thread, with `intra_op_threads` ONNX Runtime threads inside each run."""
+    thread, with `intra_op_threads` ONNX Runtime threads inside each run; a batch that runs
+    while no other does (low load) takes `alone_threads` (0: the same as the others)."""
 
     runners: int
     intra_op_threads: int
+    alone_threads: int = 0
 
 
 class EngineError(Exception):
@@ -100,12 +102,16 @@ class Engine:
         self.provider = "cpu"
         self.parallelism = Parallelism(runners or 1, intra_op_threads or 1)
         self._encoder: ort.InferenceSession | None = None
+        self._alone: ort.InferenceSession | None = None
         if encoder:
             opened = intra_op_threads or 1
             self._encoder, self.provider = _open_encoder(bundle, provider, opened)
             _check_io(bundle, "encoder", self._encoder, ENCODER_INPUTS, "embeddings")
+            sessions = {opened: self._encoder}
             if intra_op_threads is None or runners is None:
-                self._encoder, self.parallelism = self._tune(opened, intra_op_threads, runners)
+                self._encoder, self.parallelism = self._tune(sessions, intra_op_threads, runners)
+            if intra_op_threads is None:
+                self._open_alone(sessions)
         head_providers = [CUDA, CPU] if self.provider == "cuda" else [CPU]
         self._heads = {
             head: _session(bundle.files[head], head_providers, threads=1)
@@ -123,12 +129,14 @@ class Engine:
             return dataclasses.replace(limits, group_by_length=False)
         return limits
 
-    def embed(self, input_ids: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-        """Pooled, unnormalised embeddings [rows, dim] of a padded int64 batch [rows, seq]."""
-        if self._encoder is None:
+    def embed(self, input_ids: np.ndarray, lengths: np.ndarray, alone: bool = False) -> np.ndarray:
+        """Pooled, unnormalised embeddings [rows, dim] of a padded int64 batch [rows, seq];
+        `alone`: no other batch runs now, so this one may take every core."""
+        session = self._alone if alone and self._alone is not None else self._encoder
+        if session is None:
             raise EngineError("this engine has no encoder session (opened for the heads only)")
         feeds = {"input_ids": input_ids, "lengths": lengths}
-        return self._encoder.run(["embeddings"], feeds)[0]
+        return session.run(["embeddings"], feeds)[0]
 
     def predict(self, head: Head, u: np.ndarray, v: np.ndarray) -> np.ndarray:
         """Logits [rows, classes] of a pair head on embeddings `u` and `v` [rows, dim]."""
@@ -163,13 +171,21 @@ class Engine:
             if logits.shape != (len(sample), len(labels[head])) or not np.isfinite(logits).all():
                 raise BundleError(f"{where}: {head} head gave logits of shape {logits.shape}")
 
+    def _open_alone(self, sessions: dict[int, ort.InferenceSession]) -> None:
+        """On the CPU, with the threads left to `auto`: the session a batch takes when it runs
+        alone. The split fastest for full batches (on 2 CPUs, 2 runs of 1 thread) is the
+        slowest for a lone query, which then leaves cores idle."""
+        cores = available_cpus()
+        if self.provider != "cpu" or self.parallelism.intra_op_threads >= cores:
+            return
+        self._alone = self._session_for(cores, sessions)
+        self.parallelism = dataclasses.replace(self.parallelism, alone_threads=cores)
+
     def _tune(
-        self, opened: int, threads: int | None, runners: int | None
+        self, sessions: dict[int, ort.InferenceSession], threads: int | None, runners: int | None
     ) -> tuple[ort.InferenceSession, Parallelism]:
         """The fastest split of the device between concurrent runs and threads per run
-        (`opened`: the intra-op threads of the session open now)."""
-        assert self._encoder is not None
-        sessions = {opened: self._encoder}
+        (`sessions`: the encoder sessions open now, by intra-op threads; opened ones join it)."""
         cores = available_cpus()
         if self.provider == "cuda":  # threads do not matter there; overlap of runs may
             options = [Parallelism(r, 1) for r in ([runners] if runners else [1, 2])]

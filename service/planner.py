@@ -23,8 +23,8 @@ MAX_STEP_COST = 1000.0  # a device where rows are free (a GPU): batch as much as
 class Backend(Protocol):
     """What the planner and the batcher need of an engine."""
 
-    def embed(self, input_ids: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-        """Embeddings [rows, dim] of a padded batch."""
+    def embed(self, input_ids: np.ndarray, lengths: np.ndarray, alone: bool = False) -> np.ndarray:
+        """Embeddings [rows, dim] of a padded batch (`alone`: no other batch runs now)."""
         ...
 
 

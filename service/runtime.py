@@ -54,6 +54,8 @@ class EngineSide:
         return {
             "provider": self.engine.provider,
             "intra_op_threads": self.engine.parallelism.intra_op_threads,
+            "alone_intra_op_threads": self.engine.parallelism.alone_threads
+            or self.engine.parallelism.intra_op_threads,
         }
 
 
@@ -89,6 +91,7 @@ def start_engine(
             "provider": engine.provider,
             "runners": limits.runners,
             "intra_op_threads": engine.parallelism.intra_op_threads,
+            "alone_intra_op_threads": engine.parallelism.alone_threads,
             "max_batch_rows": limits.max_batch_rows,
             "batch_tokens": limits.batch_tokens,
             "step_cost_rows": round(step_cost, 2),
@@ -215,6 +218,8 @@ class Runtime:
                 "max_batch_rows": limits.max_batch_rows,
                 "batch_runners": limits.runners,
                 "intra_op_threads": self.engine_facts.get("intra_op_threads", 0),
+                # a batch that runs while no other does (low load) takes this many threads
+                "alone_intra_op_threads": self.engine_facts.get("alone_intra_op_threads", 0),
                 "workers": self.engine_facts.get("workers", 1),
                 "group_by_length": limits.group_by_length,
                 "max_wait_ms": s.max_wait_ms,

@@ -9,12 +9,14 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 from fastapi import FastAPI
 
@@ -40,6 +42,20 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         terminalreporter.section("service figures")
         for name, value in FIGURES.items():
             terminalreporter.write_line(f"{name}: {value}")
+
+
+class GatedEngine(Engine):
+    """The real engine, whose batches wait at `gate` while it is clear: admitted work stays
+    in inference (and what comes after it in the queue) for as long as a test needs."""
+
+    def __init__(self, *args: Any, **options: Any) -> None:
+        super().__init__(*args, **options)
+        self.gate = threading.Event()
+        self.gate.set()
+
+    def embed(self, input_ids: np.ndarray, lengths: np.ndarray, alone: bool = False) -> np.ndarray:
+        self.gate.wait(30)
+        return super().embed(input_ids, lengths, alone)
 
 
 @pytest.fixture

@@ -34,13 +34,14 @@ class FakeEngine:
 
     def __init__(self, fail: bool = False) -> None:
         self.batches: list[tuple[int, int]] = []  # (rows, padded length)
+        self.alone: list[bool] = []  # whether each batch ran with no other running
         self.seen: list[list[int]] = []
         self.gate = threading.Event()
         self.gate.set()
         self.entered = threading.Event()
         self.fail = fail
 
-    def embed(self, input_ids: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    def embed(self, input_ids: np.ndarray, lengths: np.ndarray, alone: bool = False) -> np.ndarray:
         self.entered.set()
         self.gate.wait(10)
         if self.fail:
@@ -50,6 +51,7 @@ class FakeEngine:
         rows = [list(map(int, ids[:n])) for ids, n in zip(input_ids, lengths, strict=True)]
         assert all((ids[n:] == PAD).all() for ids, n in zip(input_ids, lengths, strict=True))
         self.batches.append(input_ids.shape)
+        self.alone.append(alone)
         self.seen.extend(rows)
         return np.stack([row_vector(r) for r in rows])
 
@@ -115,19 +117,41 @@ async def test_large_request_is_split_and_reassembled(engine: FakeEngine) -> Non
     assert len(engine.batches) >= 13
 
 
-async def test_waits_for_more_work_then_batches_it(engine: FakeEngine) -> None:
-    batcher = started(engine, max_batch_rows=64, max_wait_s=0.2)
+async def test_waits_for_more_work_while_another_batch_runs(engine: FakeEngine) -> None:
+    batcher = started(engine, max_batch_rows=64, max_wait_s=0.2, runners=2)
+    engine.gate.clear()
     try:
+        blocker = batcher.submit([[9]], FAR)
+        await asyncio.to_thread(engine.entered.wait, 5)  # one runner is busy with the blocker
         start = time.monotonic()
         first = batcher.submit([[1, 2, 3]], FAR)
         await asyncio.sleep(0.02)
         second = batcher.submit([[4, 5]], FAR)
-        await asyncio.gather(first.future, second.future)
+        await asyncio.sleep(0.4)
+        engine.gate.set()
+        await asyncio.gather(blocker.future, first.future, second.future)
         waited = time.monotonic() - start
     finally:
         batcher.stop()
-    assert engine.batches == [(2, 3)]  # one batch, both requests
+    # the blocker ran alone; the second runner waited beside it and took both requests
+    assert sorted(zip(engine.batches, engine.alone, strict=True)) == [
+        ((1, 1), True),
+        ((2, 3), False),
+    ]
     assert 0.15 <= waited < 2.0
+
+
+async def test_an_idle_device_does_not_wait(engine: FakeEngine) -> None:
+    """Requests came often, but nothing runs: the lone batch runs at once, on every core."""
+    batcher = started(engine, max_batch_rows=64, max_wait_s=5.0, runners=2)
+    try:
+        start = time.monotonic()
+        await batcher.submit([[1, 2]], FAR).future
+        waited = time.monotonic() - start
+    finally:
+        batcher.stop()
+    assert waited < 1.0
+    assert engine.alone == [True]
 
 
 async def test_a_full_batch_does_not_wait(engine: FakeEngine) -> None:

@@ -22,6 +22,7 @@ from service.engine import (
     EngineError,
     Parallelism,
     available_cpus,
+    pad_rows,
     relative_distance,
 )
 from service.tokenization import TextTokenizer
@@ -281,3 +282,19 @@ def test_a_graph_that_sorts_by_length_is_fed_in_arrival_order(
     (copy / "model.json").write_text(json.dumps(card))
     plain = Engine(load_bundle(copy), provider="cpu", intra_op_threads=1, runners=1)
     assert plain.device_limits.group_by_length
+
+
+def test_a_batch_alone_takes_every_cpu_and_embeds_the_same(tiny_bundle: Path) -> None:
+    if available_cpus() < 2:
+        pytest.skip("one CPU: there is nothing more for a lone batch to take")
+    engine = Engine(load_bundle(tiny_bundle), provider="cpu", runners=available_cpus())
+    assert engine.parallelism.alone_threads == available_cpus()
+    ids, lengths = pad_rows([[5, 6, 7], [8, 9]], pad_id=0)
+    np.testing.assert_allclose(
+        engine.embed(ids, lengths, alone=True), engine.embed(ids, lengths), rtol=1e-5, atol=1e-6
+    )
+
+
+def test_fixed_threads_are_kept_for_a_lone_batch_too(tiny_bundle: Path) -> None:
+    engine = Engine(load_bundle(tiny_bundle), provider="cpu", intra_op_threads=1, runners=2)
+    assert engine.parallelism.alone_threads == 0  # the same sessions as every batch

@@ -36,13 +36,13 @@ class FaultyEngine(Engine):
         self.release = threading.Event()
         self.calls = 0
 
-    def embed(self, input_ids: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    def embed(self, input_ids: np.ndarray, lengths: np.ndarray, alone: bool = False) -> np.ndarray:
         self.calls += 1
         if (input_ids == self.poison).any():
             raise RuntimeError("injected encoder failure")
         if (input_ids == self.stall).any():
             self.release.wait(self.stall_s)
-        return super().embed(input_ids, lengths)
+        return super().embed(input_ids, lengths, alone)
 
 
 def faulty(client: httpx.AsyncClient) -> FaultyEngine:
@@ -77,12 +77,19 @@ async def test_a_failing_batch_fails_only_its_own_requests(
 
 
 async def test_every_request_of_the_failing_batch_gets_500(app_client: AppClient) -> None:
-    async with app_client(engine_factory=FaultyEngine, max_wait_ms=300) as client:
+    async with app_client(
+        engine_factory=FaultyEngine, max_wait_ms=300, batch_runners=2, intra_op_threads=1
+    ) as client:
+        # one runner stalls, so that the other waits for more work and batches all three
+        stalled = asyncio.ensure_future(client.post("/embed", json={"inputs": f"a {STALL}"}))
+        await asyncio.sleep(0.3)
         answers = await asyncio.gather(
             client.post("/embed", json={"inputs": ["a man", "a dog"]}),
             client.post("/embed", json={"inputs": f"the {POISON}"}),
             client.post("/v1/embeddings", json={"input": "a cat"}),
         )
+        faulty(client).release.set()
+        assert (await stalled).status_code == 200
         after = await client.post("/embed", json={"inputs": "a man"})
     assert [a.status_code for a in answers] == [500, 500, 500]  # one batch
     assert answers[2].json()["error"]["code"] == "inference_failed"

@@ -7,6 +7,7 @@ import re
 import shutil
 import socket
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -122,20 +123,29 @@ def _metric(text: str, name: str) -> float:
 
 
 def test_a_client_that_leaves_frees_its_work(tiny_bundle: Path) -> None:
-    """The request waits in the queue (long max wait); its client hangs up; the rows are dropped."""
-    service = ServiceProcess(tiny_bundle, "--max-wait-ms", "3000")
+    """The request waits in the queue behind a long one; its client hangs up; its rows are
+    dropped, never computed."""
+    one_row_at_a_time = ["--batch-runners", "1", "--intra-op-threads", "1", "--max-batch-rows", "1"]
+    service = ServiceProcess(tiny_bundle, *one_row_at_a_time, "--queue-capacity", "20000")
+    long_text = ("a man is playing the guitar " * 150)[:4000]
     try:
         service.wait_ready()
-        with httpx.Client(base_url=service.url) as client:
+        with (
+            httpx.Client(base_url=service.url, timeout=120) as client,
+            ThreadPoolExecutor(1) as pool,
+        ):
+            # thousands of windows, one batch each: the runner is busy for seconds
+            blocker = pool.submit(client.post, "/embed", json={"inputs": [long_text] * 240})
+            time.sleep(0.3)
             with pytest.raises(httpx.ReadTimeout):
                 client.post("/embed", json={"inputs": ["a man"] * 10}, timeout=0.4)
-            time.sleep(0.3)
+            computed = int(blocker.result().headers["x-embedded-windows"])
             metrics = client.get("/metrics").text
     finally:
         service.stop()
     assert _metric(metrics, "gensen_queue_depth") == 0
     assert 'gensen_rejected_requests_total{reason="client_closed"} 1.0' in metrics
-    assert _metric(metrics, "gensen_inputs_total") == 0  # never computed
+    assert _metric(metrics, "gensen_inputs_total") == computed  # the blocker's alone
 
 
 @pytest.mark.slow

@@ -8,7 +8,7 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.service.conftest import AppClient
+from tests.service.conftest import AppClient, GatedEngine
 
 pytestmark = pytest.mark.anyio
 SENTENCES = [
@@ -135,22 +135,30 @@ async def test_request_limits_are_413(app_client: AppClient) -> None:
 
 
 async def test_full_queue_is_429_with_retry_after(app_client: AppClient) -> None:
-    async with app_client(max_inputs=2, queue_capacity=4, max_wait_ms=1000) as client:
-        waiting = [asyncio.create_task(embed(client, ["a man", "a dog"])) for _ in range(2)]
-        await asyncio.sleep(0.1)  # both are queued, waiting for more work
+    async with app_client(
+        engine_factory=GatedEngine, max_inputs=2, queue_capacity=4, batch_runners=1
+    ) as client:
+        engine = client.app.state.runtime.engine  # type: ignore[attr-defined]
+        engine.gate.clear()
+        waiting = [asyncio.create_task(embed(client, ["a man", "a dog"])) for _ in range(3)]
+        await asyncio.sleep(0.2)  # one in inference, held at the gate; two queued behind it
         refused = await embed(client, ["a cat"])
+        engine.gate.set()
         done = await asyncio.gather(*waiting)
         metrics = (await client.get("/metrics")).text
     assert refused.status_code == 429
     assert int(refused.headers["retry-after"]) >= 1
     assert refused.json()["error_type"] == "overloaded"
-    assert [r.status_code for r in done] == [200, 200]
+    assert [r.status_code for r in done] == [200, 200, 200]
     assert 'gensen_rejected_requests_total{reason="overloaded"} 1.0' in metrics
 
 
 async def test_past_its_deadline_is_504(app_client: AppClient) -> None:
-    async with app_client(request_timeout_s=0.05, max_wait_ms=1000) as client:
+    async with app_client(engine_factory=GatedEngine, request_timeout_s=0.05) as client:
+        engine = client.app.state.runtime.engine  # type: ignore[attr-defined]
+        engine.gate.clear()
         response = await embed(client, "a man")
+        engine.gate.set()
         assert response.status_code == 504
         assert response.json()["error_type"] == "deadline_exceeded"
         runtime = client.app.state.runtime  # type: ignore[attr-defined]

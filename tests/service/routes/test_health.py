@@ -7,7 +7,7 @@ import asyncio
 import httpx
 import pytest
 
-from tests.service.conftest import AppClient
+from tests.service.conftest import AppClient, GatedEngine
 
 pytestmark = pytest.mark.anyio
 
@@ -33,11 +33,13 @@ async def test_draining_turns_not_ready_and_refuses_work(client: httpx.AsyncClie
 
 
 async def test_drain_finishes_admitted_work(app_client: AppClient) -> None:
-    async with app_client(max_wait_ms=300) as client:
+    async with app_client(engine_factory=GatedEngine) as client:
         runtime = client.app.state.runtime  # type: ignore[attr-defined]
+        runtime.engine.gate.clear()
         admitted = asyncio.create_task(client.post("/embed", json={"inputs": ["a", "b"]}))
-        await asyncio.sleep(0.05)  # queued, waiting for more work
+        await asyncio.sleep(0.1)  # in inference, held at the gate
         assert runtime.batcher.unfinished == 1
+        asyncio.get_running_loop().call_later(0.3, runtime.engine.gate.set)
         assert await runtime.drain(5.0)
         response = await admitted
     assert response.status_code == 200
