@@ -25,8 +25,9 @@ from service.bundle import BundleError
 from service.engine import Engine, EngineError
 from service.errors import install_error_handlers
 from service.metrics import Metrics, serve_metrics
-from service.middleware import EdgeMiddleware
+from service.middleware import DirectDispatch, EdgeMiddleware
 from service.routes import ROUTERS
+from service.routes.deps import DirectRoute
 from service.runtime import EngineFactory, Runtime
 from service.schemas import REQUEST_MODELS, with_limits
 from service.settings import Settings
@@ -107,12 +108,25 @@ def build_app(
 
 def _add_middleware(app: FastAPI, settings: Settings, metrics: Metrics, keys: ApiKeys) -> None:
     """The middleware stack, innermost first (each `add_middleware` wraps the ones before)."""
+    app.add_middleware(DirectDispatch, routes=_direct_routes())
     if keys.enabled:
         log.info("API keys required", extra={"keys": len(keys)})
         app.add_middleware(AuthMiddleware, keys=keys)
     if settings.cors_origins:  # outside the key check: browsers send preflights without keys
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, **CORS_HEADERS)
     app.add_middleware(EdgeMiddleware, metrics=metrics, max_bytes=settings.max_body_bytes)
+
+
+def _direct_routes() -> dict[tuple[str, str], DirectRoute]:
+    """The API's direct routes by method and path (the routers are included without a prefix,
+    and none of these routes has path parameters)."""
+    return {
+        (method, route.path): route
+        for router in ROUTERS
+        for route in router.routes
+        if isinstance(route, DirectRoute) and "{" not in route.path
+        for method in route.methods
+    }
 
 
 def _nothing() -> None:

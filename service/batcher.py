@@ -336,8 +336,8 @@ class Batcher:
         finally:
             self._watchdog.end()
         seconds = time.perf_counter() - start
-        self._deliver(batch, out)  # answers first: the metrics are off the requests' path
         self._record(len(batch), ids.size, int(lengths.sum()), seconds)
+        self._deliver(batch, out)
 
     def _time_out(self, batch: list[Row], running: float) -> None:
         """Watchdog callback: the batch has run past the timeout; answer its jobs now."""

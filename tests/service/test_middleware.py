@@ -9,7 +9,7 @@ import httpx
 import orjson
 import pytest
 
-from service.middleware import request_id_of
+from service.middleware import DirectDispatch, request_id_of
 from tests.service.conftest import AppClient, ServiceProcess
 
 pytestmark = pytest.mark.anyio
@@ -159,3 +159,28 @@ def test_request_ids_are_in_the_access_log(tiny_bundle: Path) -> None:
     access = {r["path"]: r for r in records if r["logger"] == "uvicorn.access"}
     assert access["/embed"]["request_id"] == "find-me-8"
     assert access["/health"]["request_id"] == made_up
+
+
+async def test_api_routes_are_dispatched_directly(client: httpx.AsyncClient) -> None:
+    """Every POST route of the API skips the framework's routing; what is not one of them
+    (a trailing slash, a GET of a POST route) is answered by the router as before."""
+    stack = client.app.middleware_stack or client.app.build_middleware_stack()  # type: ignore[attr-defined]
+    while not isinstance(stack, DirectDispatch):
+        stack = stack.app
+    posts = {path for method, path in stack.routes if method == "POST"}
+    assert {"/embed", "/similarity", "/", "/nli", "/paraphrase", "/v1/embeddings"} <= posts
+    assert (await client.post("/embed/", json={"inputs": "a"})).status_code in (307, 404)
+    assert (await client.get("/embed")).status_code == 405
+    metrics = (await client.get("/metrics")).text
+    assert 'route="/embed/"' not in metrics
+
+
+async def test_direct_routes_answer_errors_in_their_own_shape(client: httpx.AsyncClient) -> None:
+    native = await client.post("/embed", content=b"{not json")
+    openai = await client.post("/v1/embeddings", json={"input": []})
+    assert native.status_code == 400
+    assert native.json()["error_type"] == "validation"
+    assert openai.status_code == 422
+    assert openai.json()["error"]["type"] == "invalid_request_error"
+    metrics = (await client.get("/metrics")).text
+    assert re.search(r'gensen_requests_total\{route="/embed",status="400"\} 1\.0', metrics)

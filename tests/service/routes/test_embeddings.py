@@ -140,8 +140,10 @@ async def test_full_queue_is_429_with_retry_after(app_client: AppClient) -> None
     ) as client:
         engine = client.app.state.runtime.engine  # type: ignore[attr-defined]
         engine.gate.clear()
-        waiting = [asyncio.create_task(embed(client, ["a man", "a dog"])) for _ in range(3)]
-        await asyncio.sleep(0.2)  # one in inference, held at the gate; two queued behind it
+        waiting = [asyncio.create_task(embed(client, ["a man", "a dog"]))]
+        await asyncio.sleep(0.2)  # in inference, held at the gate
+        waiting += [asyncio.create_task(embed(client, ["a man", "a dog"])) for _ in range(2)]
+        await asyncio.sleep(0.2)  # queued behind it: the queue is full
         refused = await embed(client, ["a cat"])
         engine.gate.set()
         done = await asyncio.gather(*waiting)
