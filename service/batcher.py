@@ -34,6 +34,7 @@ from service.errors import (
     InferenceTimedOut,
     NotReady,
     Overloaded,
+    ServiceError,
 )
 from service.jobs import Job, Row, request_ids, settle, settle_error
 from service.planner import Backend, plan_batch, take_in_order
@@ -141,18 +142,37 @@ class Batcher:
         Raises Overloaded when the queue cannot take them, NotReady when not admitting.
         """
         job = Job(rows, deadline, request_id)
-        with self._cond:
-            if not self._admitting:
-                raise NotReady("the service is shutting down")
-            self.refuse_if_full(len(rows))
-            self._note_arrival(job.enqueued)
-            self._queue.extend(Row(job, i, len(row)) for i, row in enumerate(rows))
-            self._queued += job.pending
-            self._queued_tokens += job.pending_tokens
-            self._unfinished += 1
-            self._cond.notify()
-        self._observe_depth()
+        refused = self.submit_jobs([job])[0]
+        if refused is not None:
+            raise refused
         return job
+
+    def submit_jobs(self, jobs: Sequence[Job]) -> list[ServiceError | None]:
+        """Queue `jobs` in order, under one lock and one wake-up (a worker process's jobs of
+        one loop turn); for each, None if admitted, else why not (Overloaded, NotReady)."""
+        refused: list[ServiceError | None] = []
+        with self._cond:
+            for job in jobs:
+                try:
+                    self._admit(job)
+                except (Overloaded, NotReady) as exc:
+                    refused.append(exc)
+                else:
+                    refused.append(None)
+            self._cond.notify(min(len(jobs), len(self._threads)))
+        self._observe_depth()
+        return refused
+
+    def _admit(self, job: Job) -> None:
+        """Queue `job` (lock held), or raise why it cannot be."""
+        if not self._admitting:
+            raise NotReady("the service is shutting down")
+        self.refuse_if_full(len(job.rows))
+        self._note_arrival(job.enqueued)
+        self._queue.extend(Row(job, i, len(row)) for i, row in enumerate(job.rows))
+        self._queued += job.pending
+        self._queued_tokens += job.pending_tokens
+        self._unfinished += 1
 
     def refuse_if_full(self, rows: int) -> None:
         """Raise Overloaded now if `rows` more would not fit the queue (read without the lock:
@@ -164,8 +184,13 @@ class Batcher:
 
     def cancel(self, job: Job) -> None:
         """Forget `job` (its client left or its deadline passed); rows not computed are dropped."""
+        self.cancel_jobs([job])
+
+    def cancel_jobs(self, jobs: Sequence[Job]) -> None:
+        """`cancel` each of `jobs`, under one lock."""
         with self._cond:
-            self._close(job)
+            for job in jobs:
+                self._close(job)
         self._observe_depth()
 
     def stop_admitting(self) -> None:

@@ -5,9 +5,15 @@ socket to the engine process, whose batcher sees the work of every worker togeth
 session on the device, batches as large as the device wants). Frames are length-prefixed
 binary messages: token ids go as int32, embeddings come back as float32, nothing is pickled.
 
-- `EngineServer` (engine process): admits each worker's jobs into the batcher, answers each
-  with its rows or its error, drops a worker's work when its connection closes, and tells
-  every worker the engine's state (queue depth, any problem) twice a second.
+Crossing the process boundary costs per message, not per request (as vLLM's engine core
+does): a worker sends the jobs and cancellations of one event-loop turn in one frame, the
+engine admits them under one lock, and answers a worker once per batch with every row of its
+jobs that the batch finished.
+
+- `EngineServer` (engine process): one `WorkerLink` per worker connection admits its jobs into
+  the batcher, answers them per batch (rows, or errors by name), drops a worker's work when
+  its connection closes, and tells every worker the engine's state (queue depth, any problem)
+  twice a second.
 - `EngineClient` (worker process): what the worker's embedder takes for its batcher, with the
   same methods (`submit`, `cancel`, `refuse_if_full`, drain and health), answered over the
   socket.
@@ -41,13 +47,14 @@ from service.jobs import Job
 
 log = logging.getLogger("service.ipc")
 
-HELLO, SUBMIT, CANCEL, RESULT, ERROR, STATUS = range(1, 7)
+HELLO, SUBMITS, CANCELS, RESULTS, ERRORS, STATUS = range(1, 7)
 FRAME = struct.Struct("<I")  # payload length
-HEAD = struct.Struct("<BQ")  # kind, job id
-SUBMIT_HEAD = struct.Struct("<BQdHI")  # kind, job id, deadline, request id length, rows
-RESULT_HEAD = struct.Struct("<BQII")  # kind, job id, rows, dim
-ERROR_HEAD = struct.Struct("<BQdH")  # kind, job id, retry after, error name length
-STATUS_HEAD = struct.Struct("<BQI")  # kind, 0, queued rows; then the problem, if any
+HEAD = struct.Struct("<BI")  # kind, count of jobs (SUBMITS, CANCELS, RESULTS, ERRORS)
+RESULTS_HEAD = struct.Struct("<BII")  # kind, count of jobs, dim
+ERROR = struct.Struct("<QdHI")  # job tag, retry after, error name length, message length
+STATUS_HEAD = struct.Struct("<BI")  # kind, queued rows; then the problem, if any
+# One record per job of a SUBMITS frame; then the request ids, row lengths and token ids.
+JOB = np.dtype([("tag", "<u8"), ("deadline", "<f8"), ("rows", "<u4"), ("rid", "<u2")])
 STATUS_PERIOD_S = 0.5
 STALE_STATUS_S = 5.0  # no word from the engine for this long: the worker is unhealthy
 # The errors a job can end with, rebuilt by name on the worker's side.
@@ -68,66 +75,156 @@ async def read_frame(reader: asyncio.StreamReader) -> bytes:
     return await reader.readexactly(length)
 
 
-def encode_submit(
-    job_id: int, deadline: float, request_id: str | None, rows: Sequence[Sequence[int]]
-) -> bytes:
-    """A SUBMIT frame: the job's token rows (time.monotonic() deadline: one clock per host)."""
-    rid = (request_id or "").encode()
+def encode_submits(jobs: Sequence[Job]) -> bytes:
+    """A SUBMITS frame: each job's tag, deadline (time.monotonic(): one clock per host),
+    request id and token rows."""
+    records = np.empty(len(jobs), dtype=JOB)
+    rids = [(job.request_id or "").encode() for job in jobs]
+    records["tag"] = [job.tag for job in jobs]
+    records["deadline"] = [job.deadline for job in jobs]
+    records["rows"] = [len(job.rows) for job in jobs]
+    records["rid"] = [len(rid) for rid in rids]
+    rows = [row for job in jobs for row in job.rows]
     lengths = np.fromiter(map(len, rows), dtype=np.int32, count=len(rows))
     ids = np.fromiter(itertools.chain.from_iterable(rows), dtype=np.int32, count=int(lengths.sum()))
-    head = SUBMIT_HEAD.pack(SUBMIT, job_id, deadline, len(rid), len(rows))
-    return frame(head + rid + lengths.tobytes() + ids.tobytes())
+    parts = [HEAD.pack(SUBMITS, len(jobs)), records.tobytes(), *rids]
+    return frame(b"".join([*parts, lengths.tobytes(), ids.tobytes()]))
 
 
-def decode_submit(payload: bytes) -> tuple[int, float, str | None, list[np.ndarray]]:
-    """Job id, deadline, request id and token rows (views of one int32 array) of a SUBMIT."""
-    _, job_id, deadline, rid_length, count = SUBMIT_HEAD.unpack_from(payload)
-    at = SUBMIT_HEAD.size
-    request_id = payload[at : at + rid_length].decode() or None
-    at += rid_length
-    lengths = np.frombuffer(payload, dtype=np.int32, count=count, offset=at)
-    ids = np.frombuffer(payload, dtype=np.int32, offset=at + 4 * count)
-    return job_id, deadline, request_id, np.split(ids, np.cumsum(lengths)[:-1])
+def decode_submits(payload: bytes) -> list[tuple[int, float, str | None, list[np.ndarray]]]:
+    """Tag, deadline, request id and token rows (views of one int32 array) of each job."""
+    _, count = HEAD.unpack_from(payload)
+    at = HEAD.size
+    records = np.frombuffer(payload, dtype=JOB, count=count, offset=at)
+    at += records.nbytes
+    rids = []
+    for length in records["rid"].tolist():
+        rids.append(payload[at : at + length].decode() or None)
+        at += length
+    total_rows = int(records["rows"].sum())
+    lengths = np.frombuffer(payload, dtype=np.int32, count=total_rows, offset=at)
+    ids = np.frombuffer(payload, dtype=np.int32, offset=at + 4 * total_rows)
+    rows = np.split(ids, np.cumsum(lengths)[:-1]) if total_rows else []
+    tags, deadlines = records["tag"].tolist(), records["deadline"].tolist()
+    bounds = [0, *np.cumsum(records["rows"], dtype=np.int64).tolist()]
+    return [(tags[i], deadlines[i], rids[i], rows[bounds[i] : bounds[i + 1]]) for i in range(count)]
 
 
-def encode_result(job_id: int, vectors: np.ndarray) -> bytes:
-    """A RESULT frame: the job's embeddings [rows, dim] as float32."""
-    rows, dim = vectors.shape
-    head = RESULT_HEAD.pack(RESULT, job_id, rows, dim)
-    return frame(head + np.ascontiguousarray(vectors, dtype=np.float32).tobytes())
+def encode_cancels(tags: Sequence[int]) -> bytes:
+    """A CANCELS frame: the tags of jobs to forget."""
+    return frame(HEAD.pack(CANCELS, len(tags)) + np.array(tags, dtype="<u8").tobytes())
 
 
-def decode_result(payload: bytes) -> tuple[int, np.ndarray]:
-    """Job id and embeddings of a RESULT."""
-    _, job_id, rows, dim = RESULT_HEAD.unpack_from(payload)
-    vectors = np.frombuffer(payload, dtype=np.float32, offset=RESULT_HEAD.size)
-    return job_id, vectors.reshape(rows, dim)
+def decode_cancels(payload: bytes) -> list[int]:
+    """The tags of a CANCELS frame."""
+    _, count = HEAD.unpack_from(payload)
+    return np.frombuffer(payload, dtype="<u8", count=count, offset=HEAD.size).tolist()
 
 
-def encode_error(job_id: int, error: BaseException) -> bytes:
-    """An ERROR frame: the error's kind, message and Retry-After (an unknown kind is a failure)."""
-    if not isinstance(error, ServiceError) or type(error).__name__ not in JOB_ERRORS:
-        error = InferenceFailed("inference failed; see the service log")
-    name = type(error).__name__.encode()
-    retry_after = float(getattr(error, "retry_after", 0.0))
-    head = ERROR_HEAD.pack(ERROR, job_id, retry_after, len(name))
-    return frame(head + name + error.message.encode())
+def encode_results(jobs: Sequence[Job]) -> bytes:
+    """A RESULTS frame: each finished job's tag and its embeddings [rows, dim] as float32."""
+    dim = jobs[0].out.shape[1]  # type: ignore[union-attr]
+    tags = np.array([job.tag for job in jobs], dtype="<u8")
+    counts = np.array([len(job.rows) for job in jobs], dtype="<u4")
+    vectors = np.concatenate([job.out for job in jobs]).astype(np.float32, copy=False)  # type: ignore[misc]
+    head = RESULTS_HEAD.pack(RESULTS, len(jobs), dim)
+    return frame(b"".join([head, tags.tobytes(), counts.tobytes(), vectors.tobytes()]))
 
 
-def decode_error(payload: bytes) -> tuple[int, ServiceError]:
-    """Job id and the rebuilt error of an ERROR."""
-    _, job_id, retry_after, name_length = ERROR_HEAD.unpack_from(payload)
-    at = ERROR_HEAD.size
-    cls = JOB_ERRORS[payload[at : at + name_length].decode()]
-    message = payload[at + name_length :].decode()
-    if cls in (Overloaded, NotReady):
-        return job_id, cls(message, retry_after=retry_after)  # type: ignore[call-arg]
-    return job_id, cls(message)
+def decode_results(payload: bytes) -> list[tuple[int, np.ndarray]]:
+    """Tag and embeddings of each job of a RESULTS frame."""
+    _, count, dim = RESULTS_HEAD.unpack_from(payload)
+    at = RESULTS_HEAD.size
+    tags = np.frombuffer(payload, dtype="<u8", count=count, offset=at).tolist()
+    counts = np.frombuffer(payload, dtype="<u4", count=count, offset=at + 8 * count)
+    vectors = np.frombuffer(payload, dtype=np.float32, offset=at + 12 * count).reshape(-1, dim)
+    return list(zip(tags, np.split(vectors, np.cumsum(counts)[:-1]), strict=True))
+
+
+def encode_errors(failed: Sequence[tuple[int, BaseException]]) -> bytes:
+    """An ERRORS frame: each job's tag, error kind, message and Retry-After (an error of
+    another kind is sent as an inference failure)."""
+    parts = [HEAD.pack(ERRORS, len(failed))]
+    for tag, error in failed:
+        if not isinstance(error, ServiceError) or type(error).__name__ not in JOB_ERRORS:
+            error = InferenceFailed("inference failed; see the service log")
+        name, message = type(error).__name__.encode(), error.message.encode()
+        retry_after = float(getattr(error, "retry_after", 0.0))
+        parts += [ERROR.pack(tag, retry_after, len(name), len(message)), name, message]
+    return frame(b"".join(parts))
+
+
+def decode_errors(payload: bytes) -> list[tuple[int, ServiceError]]:
+    """Tag and rebuilt error of each job of an ERRORS frame."""
+    _, count = HEAD.unpack_from(payload)
+    at, failed = HEAD.size, []
+    for _ in range(count):
+        tag, retry_after, name_length, message_length = ERROR.unpack_from(payload, at)
+        at += ERROR.size
+        cls = JOB_ERRORS[payload[at : at + name_length].decode()]
+        message = payload[at + name_length : at + name_length + message_length].decode()
+        at += name_length + message_length
+        if cls in (Overloaded, NotReady):
+            failed.append((tag, cls(message, retry_after=retry_after)))  # type: ignore[call-arg]
+        else:
+            failed.append((tag, cls(message)))
+    return failed
 
 
 def encode_status(queued: int, problem: str | None) -> bytes:
     """A STATUS frame: rows queued in the engine and what stops it serving, if anything."""
-    return frame(STATUS_HEAD.pack(STATUS, 0, queued) + (problem or "").encode())
+    return frame(STATUS_HEAD.pack(STATUS, queued) + (problem or "").encode())
+
+
+class WorkerLink:
+    """The engine's end of one worker's connection, and the sink of that worker's jobs: the
+    batcher hands it each batch's finished jobs at once (`service.jobs.Sink`)."""
+
+    def __init__(self, batcher: Batcher, writer: asyncio.StreamWriter) -> None:
+        self.loop = asyncio.get_running_loop()
+        self._batcher = batcher
+        self._writer = writer
+        self._jobs: dict[int, Job] = {}  # admitted and not answered, by the worker's tag
+
+    def submit(self, payload: bytes) -> None:
+        """Admit the jobs of a SUBMITS frame; answer at once those the batcher refuses."""
+        jobs = [
+            Job(rows, deadline, request_id, sink=self, tag=tag)
+            for tag, deadline, request_id, rows in decode_submits(payload)
+        ]
+        refused = []
+        for job, error in zip(jobs, self._batcher.submit_jobs(jobs), strict=True):
+            if error is None:
+                self._jobs[job.tag] = job
+            else:
+                refused.append((job.tag, error))
+        if refused:
+            self._send(encode_errors(refused))
+
+    def cancel(self, payload: bytes) -> None:
+        """Forget the jobs of a CANCELS frame (their rows not computed are dropped)."""
+        jobs = [job for tag in decode_cancels(payload) if (job := self._jobs.pop(tag, None))]
+        self._batcher.cancel_jobs(jobs)
+
+    def deliver(self, jobs: list[Job]) -> None:
+        """One batch's finished jobs of this worker: one RESULTS frame."""
+        answered = [job for job in jobs if self._jobs.pop(job.tag, None) is not None]
+        if answered:
+            self._send(encode_results(answered))
+
+    def fail(self, job: Job, error: Exception) -> None:
+        """A job that ended with `error` (deadline, inference failure or timeout, stop)."""
+        if self._jobs.pop(job.tag, None) is not None:
+            self._send(encode_errors([(job.tag, error)]))
+
+    def close(self) -> None:
+        """The worker has gone: drop its work."""
+        self._batcher.cancel_jobs(list(self._jobs.values()))
+        self._jobs.clear()
+
+    def _send(self, data: bytes) -> None:
+        if not self._writer.is_closing():
+            self._writer.write(data)
 
 
 class EngineServer:
@@ -155,48 +252,22 @@ class EngineServer:
             writer.close()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        jobs: dict[int, Job] = {}
+        link = WorkerLink(self._batcher, writer)
         self._writers.add(writer)
         writer.write(self._hello)
         try:
             while True:
                 payload = await read_frame(reader)
-                if payload[0] == SUBMIT:
-                    self._submit(payload, jobs, writer)
-                elif payload[0] == CANCEL:
-                    job = jobs.pop(HEAD.unpack_from(payload)[1], None)
-                    if job is not None:
-                        self._batcher.cancel(job)
+                if payload[0] == SUBMITS:
+                    link.submit(payload)
+                elif payload[0] == CANCELS:
+                    link.cancel(payload)
         except (asyncio.IncompleteReadError, ConnectionError):
             pass  # the worker has gone
         finally:
             self._writers.discard(writer)
-            for job in jobs.values():
-                self._batcher.cancel(job)
+            link.close()
             writer.close()
-
-    def _submit(self, payload: bytes, jobs: dict[int, Job], writer: asyncio.StreamWriter) -> None:
-        job_id, deadline, request_id, rows = decode_submit(payload)
-        try:
-            job = self._batcher.submit(rows, deadline, request_id=request_id)
-        except ServiceError as exc:
-            writer.write(encode_error(job_id, exc))
-            return
-        jobs[job_id] = job
-
-        def answer(future: asyncio.Future[np.ndarray]) -> None:
-            if jobs.pop(job_id, None) is None or writer.is_closing():
-                return  # cancelled by the worker, or the worker has gone
-            if future.cancelled():
-                return
-            error = future.exception()
-            writer.write(
-                encode_result(job_id, future.result())
-                if error is None
-                else encode_error(job_id, error)
-            )
-
-        job.future.add_done_callback(answer)
 
     async def _broadcast(self) -> None:
         while True:
@@ -208,15 +279,19 @@ class EngineServer:
 
 
 class EngineClient:
-    """A worker's batcher: the engine process's, reached over its Unix socket."""
+    """A worker's batcher: the engine process's, reached over its Unix socket. What a loop
+    turn submits and cancels leaves in one frame, at the end of that turn."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, stale_after_s: float = STALE_STATUS_S) -> None:
         self._path = path
+        self._stale_after_s = stale_after_s
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
-        self._jobs: dict[int, Job] = {}
-        self._id_of: dict[Job, int] = {}
-        self._ids = itertools.count(1)
+        self._jobs: dict[int, Job] = {}  # sent (or about to be) and not answered, by tag
+        self._unsent: dict[int, Job] = {}  # submitted this loop turn
+        self._cancels: list[int] = []  # cancelled this loop turn, after being sent
+        self._flush_scheduled = False
+        self._tags = itertools.count(1)
         self._admitting = False
         self._queued = 0
         self._problem: str | None = None
@@ -247,7 +322,7 @@ class EngineClient:
 
     @property
     def unfinished(self) -> int:
-        """This worker's jobs sent and not yet answered."""
+        """This worker's jobs submitted and not yet answered."""
         return len(self._jobs)
 
     def problem(self) -> str | None:
@@ -256,8 +331,8 @@ class EngineClient:
             return "the engine process is not reachable"
         if self._listener.done():
             return "the connection to the engine process is lost"
-        if time.monotonic() - self._heard_at > STALE_STATUS_S:
-            return f"no word from the engine process for over {STALE_STATUS_S:g} s"
+        if time.monotonic() - self._heard_at > self._stale_after_s:
+            return f"no word from the engine process for over {self._stale_after_s:g} s"
         return self._problem
 
     def refuse_if_full(self, rows: int) -> None:
@@ -268,26 +343,26 @@ class EngineClient:
     def submit(
         self, rows: Sequence[Sequence[int]], deadline: float, request_id: str | None = None
     ) -> Job:
-        """Send `rows` to the engine; the job's future gets their embeddings or their error."""
+        """Send `rows` to the engine (with this loop turn's other jobs); the job's future gets
+        their embeddings or their error."""
         if not self._admitting:
             raise NotReady("the service is shutting down")
         problem = self.problem()
         if problem is not None:
             raise NotReady(problem)
         job = Job(rows, deadline, request_id)
-        job_id = next(self._ids)
-        self._jobs[job_id] = job
-        self._id_of[job] = job_id
-        job.future.add_done_callback(lambda _: self._forget(job_id))
-        assert self._writer is not None
-        self._writer.write(encode_submit(job_id, deadline, request_id, rows))
+        job.tag = next(self._tags)
+        self._jobs[job.tag] = self._unsent[job.tag] = job
+        self._schedule_flush()
         return job
 
     def cancel(self, job: Job) -> None:
         """Forget `job` here and in the engine (its client left or its deadline passed)."""
-        job_id = self._id_of.get(job)
-        if job_id is not None:
-            self._forget(job_id)
+        if self._jobs.pop(job.tag, None) is None:
+            return
+        if self._unsent.pop(job.tag, None) is None:
+            self._cancels.append(job.tag)
+            self._schedule_flush()
 
     def stop_admitting(self) -> None:
         """From now on `submit` raises NotReady; jobs sent go on."""
@@ -313,19 +388,30 @@ class EngineClient:
         """Fail what is unanswered and close the connection."""
         self._admitting = False
         self.fail_queued(NotReady("the service stopped before computing this"))
+        self._flush()
         if self._listener is not None:
             self._listener.cancel()
         if self._writer is not None:
             self._writer.close()
 
-    def _forget(self, job_id: int) -> None:
-        """Drop the job; tell the engine unless it has answered already."""
-        job = self._jobs.pop(job_id, None)
-        if job is not None:
-            self._id_of.pop(job, None)
-        if job is not None and not job.future.done() and self._writer is not None:
+    def _schedule_flush(self) -> None:
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        """Send this loop turn's submissions and cancellations, one frame each at most."""
+        self._flush_scheduled = False
+        data = b""
+        if self._unsent:
+            data += encode_submits(list(self._unsent.values()))
+            self._unsent.clear()
+        if self._cancels:
+            data += encode_cancels(self._cancels)
+            self._cancels.clear()
+        if data and self._writer is not None and not self._writer.is_closing():
             with contextlib.suppress(ConnectionError, RuntimeError):
-                self._writer.write(frame(HEAD.pack(CANCEL, job_id)))
+                self._writer.write(data)
 
     async def _listen(self) -> None:
         assert self._reader is not None
@@ -334,24 +420,23 @@ class EngineClient:
                 payload = await read_frame(self._reader)
                 self._heard_at = time.monotonic()
                 kind = payload[0]
-                if kind == RESULT:
-                    job_id, vectors = decode_result(payload)
-                    self._settle(job_id, vectors, None)
-                elif kind == ERROR:
-                    job_id, error = decode_error(payload)
-                    self._settle(job_id, None, error)
+                if kind == RESULTS:
+                    for tag, vectors in decode_results(payload):
+                        self._settle(tag, vectors, None)
+                elif kind == ERRORS:
+                    for tag, error in decode_errors(payload):
+                        self._settle(tag, None, error)
                 elif kind == STATUS:
-                    _, _, self._queued = STATUS_HEAD.unpack_from(payload)
+                    _, self._queued = STATUS_HEAD.unpack_from(payload)
                     self._problem = payload[STATUS_HEAD.size :].decode() or None
         except (asyncio.IncompleteReadError, ConnectionError):
             log.error("the engine process closed its connection")
             self.fail_queued(NotReady("the engine process has gone"))
 
-    def _settle(self, job_id: int, vectors: np.ndarray | None, error: ServiceError | None) -> None:
-        job = self._jobs.pop(job_id, None)
+    def _settle(self, tag: int, vectors: np.ndarray | None, error: ServiceError | None) -> None:
+        job = self._jobs.pop(tag, None)
         if job is None or job.future.done():
             return
-        self._id_of.pop(job, None)
         if error is not None:
             job.future.set_exception(error)
         else:

@@ -1,7 +1,9 @@
 """A request's rows on their way through the batcher, and how its answer crosses back.
 
-The batcher's worker thread computes rows; each job's future belongs to the event loop that
-submitted it, so answers are handed over with `call_soon_threadsafe`.
+The batcher's worker thread computes rows; each job's answer belongs to the event loop that
+submitted it, so answers are handed over with `call_soon_threadsafe`, once per batch and loop:
+to the job's future (a request of this process), or to its `Sink` (the engine process's end of
+a worker's connection, which answers all of that worker's jobs of a batch in one message).
 """
 
 from __future__ import annotations
@@ -11,15 +13,30 @@ import contextlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 LOGGED_REQUEST_IDS = 16  # a failure's log line names at most this many requests
 
 
+class Sink(Protocol):
+    """Where the answers of jobs go instead of a future, on its own event loop."""
+
+    loop: asyncio.AbstractEventLoop
+
+    def deliver(self, jobs: list[Job]) -> None:
+        """`jobs` are finished: each has its rows in `out` (called on `loop`)."""
+        ...
+
+    def fail(self, job: Job, error: Exception) -> None:
+        """`job` ended with `error` (called on `loop`)."""
+        ...
+
+
 class Job:
-    """One request's rows on their way through the batcher; `future` gets [rows, dim]."""
+    """One request's rows on their way through the batcher: `future` gets [rows, dim], or,
+    for a job with a `sink`, the sink gets the job (its `tag` says which it is there)."""
 
     __slots__ = (
         "closed",
@@ -33,18 +50,29 @@ class Job:
         "pending_tokens",
         "request_id",
         "rows",
+        "sink",
         "started",
+        "tag",
     )
 
     def __init__(
-        self, rows: Sequence[Sequence[int]], deadline: float, request_id: str | None = None
+        self,
+        rows: Sequence[Sequence[int]],
+        deadline: float,
+        request_id: str | None = None,
+        sink: Sink | None = None,
+        tag: int = 0,
     ) -> None:
         self.rows = rows
         self.deadline = deadline
         self.request_id = request_id
         self.enqueued = time.monotonic()
-        self.loop = asyncio.get_running_loop()
-        self.future: asyncio.Future[np.ndarray] = self.loop.create_future()
+        self.sink = sink
+        self.tag = tag
+        self.loop = sink.loop if sink is not None else asyncio.get_running_loop()
+        self.future: asyncio.Future[np.ndarray] = (
+            None if sink is not None else self.loop.create_future()  # type: ignore[assignment]
+        )
         self.out: np.ndarray | None = None
         self.left = len(rows)  # rows not computed yet
         self.pending = len(rows)  # rows not yet taken into a batch
@@ -69,17 +97,18 @@ def request_ids(rows: list[Row]) -> list[str]:
 
 
 def settle(jobs: list[Job]) -> None:
-    """Resolve the futures of finished `jobs` with their rows, on their own loops (any thread)."""
-    groups: dict[asyncio.AbstractEventLoop, list[Job]] = {}
+    """Answer finished `jobs` with their rows, on their own loops (any thread): one hand-over
+    per loop and sink."""
+    groups: dict[tuple[asyncio.AbstractEventLoop, Sink | None], list[Job]] = {}
     for job in jobs:
-        groups.setdefault(job.loop, []).append(job)
-    for loop, group in groups.items():
-        _call_soon(loop, _set_results, group)
+        groups.setdefault((job.loop, job.sink), []).append(job)
+    for (loop, sink), group in groups.items():
+        _call_soon(loop, _set_results if sink is None else sink.deliver, group)
 
 
 def settle_error(job: Job, error: Exception) -> None:
-    """Fail the future of `job` with `error`, on its own loop (any thread)."""
-    _call_soon(job.loop, _set_error, job, error)
+    """Answer `job` with `error`, on its own loop (any thread)."""
+    _call_soon(job.loop, _set_error if job.sink is None else job.sink.fail, job, error)
 
 
 def _call_soon(loop: asyncio.AbstractEventLoop, callback: Any, *args: Any) -> None:

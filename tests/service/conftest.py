@@ -44,6 +44,41 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
             terminalreporter.write_line(f"{name}: {value}")
 
 
+PAD = 0  # the pad id of FakeEngine's batches
+
+
+def row_vector(row: list[int]) -> np.ndarray:
+    """What the fake engine answers for one row: depends on the row only."""
+    return np.array([sum(row), len(row), row[0], row[-1]], dtype=np.float32)
+
+
+class FakeEngine:
+    """Embeds each row as `row_vector`, records every batch, and can be held at a gate."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.batches: list[tuple[int, int]] = []  # (rows, padded length)
+        self.alone: list[bool] = []  # whether each batch ran with no other running
+        self.seen: list[list[int]] = []
+        self.gate = threading.Event()
+        self.gate.set()
+        self.entered = threading.Event()
+        self.fail = fail
+
+    def embed(self, input_ids: np.ndarray, lengths: np.ndarray, alone: bool = False) -> np.ndarray:
+        self.entered.set()
+        self.gate.wait(10)
+        if self.fail:
+            raise RuntimeError("engine broke")
+        assert input_ids.dtype == np.int64
+        assert lengths.dtype == np.int64
+        rows = [list(map(int, ids[:n])) for ids, n in zip(input_ids, lengths, strict=True)]
+        assert all((ids[n:] == PAD).all() for ids, n in zip(input_ids, lengths, strict=True))
+        self.batches.append(input_ids.shape)
+        self.alone.append(alone)
+        self.seen.extend(rows)
+        return np.stack([row_vector(r) for r in rows])
+
+
 class GatedEngine(Engine):
     """The real engine, whose batches wait at `gate` while it is clear: admitted work stays
     in inference (and what comes after it in the queue) for as long as a test needs."""

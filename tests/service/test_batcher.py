@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import threading
 import time
 
 import numpy as np
@@ -18,42 +17,10 @@ from service.errors import (
     NotReady,
     Overloaded,
 )
+from tests.service.conftest import PAD, FakeEngine, row_vector
 
 pytestmark = pytest.mark.anyio
-PAD = 0
 FAR = 1e9  # a deadline that never passes
-
-
-def row_vector(row: list[int]) -> np.ndarray:
-    """What the fake engine answers for one row: depends on the row only."""
-    return np.array([sum(row), len(row), row[0], row[-1]], dtype=np.float32)
-
-
-class FakeEngine:
-    """Embeds each row as `row_vector`, records every batch, and can be held at a gate."""
-
-    def __init__(self, fail: bool = False) -> None:
-        self.batches: list[tuple[int, int]] = []  # (rows, padded length)
-        self.alone: list[bool] = []  # whether each batch ran with no other running
-        self.seen: list[list[int]] = []
-        self.gate = threading.Event()
-        self.gate.set()
-        self.entered = threading.Event()
-        self.fail = fail
-
-    def embed(self, input_ids: np.ndarray, lengths: np.ndarray, alone: bool = False) -> np.ndarray:
-        self.entered.set()
-        self.gate.wait(10)
-        if self.fail:
-            raise RuntimeError("engine broke")
-        assert input_ids.dtype == np.int64
-        assert lengths.dtype == np.int64
-        rows = [list(map(int, ids[:n])) for ids, n in zip(input_ids, lengths, strict=True)]
-        assert all((ids[n:] == PAD).all() for ids, n in zip(input_ids, lengths, strict=True))
-        self.batches.append(input_ids.shape)
-        self.alone.append(alone)
-        self.seen.extend(rows)
-        return np.stack([row_vector(r) for r in rows])
 
 
 def make_rows(count: int, rng: random.Random, longest: int = 30) -> list[list[int]]:
