@@ -17,12 +17,17 @@ def test_serve_benchmark_writes_its_figures(tiny_bundle: Path, tmp_path: Path) -
     out = tmp_path / "serve.json"
     run_benchmark(
         *("benchmarks.serve", "--bundle", str(tiny_bundle), "--provider", "cpu"),
-        *("--seconds", "0.3", "--rounds", "1", "--per-request", "4", "--route", "/nli"),
-        *("--clients", "4", "--out", str(out)),
+        *("--seconds", "1", "--rounds", "1", "--loads", "1x4,4x4", "--route", "/nli"),
+        *("--workers", "2", "--out", str(out)),
     )
     figures = json.loads(out.read_text())
     assert figures["route"] == "/nli"
-    assert figures["served_sentences_per_s"] > 0
-    assert figures["served_errors"] == 0
-    assert figures["main_thread_cpu_ms_per_request"] > 0
+    assert set(figures["loads"]) == {"1x4", "4x4"}
+    for load in figures["loads"].values():
+        assert load["served_sentences_per_s"] > 0
+        assert load["served_errors"] == 0
+        assert load["main_cpu_ms_per_request"] > 0
+        assert load["engine_cpu_ms_per_request"] > 0  # the engine process apart
+        assert load["workers_cpu_ms_per_request"] > 0
     assert figures["raw_by_length_batch_64_sentences_per_s"] > 0
+    assert figures["low_load_p50_ms"] > 0
