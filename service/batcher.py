@@ -266,7 +266,13 @@ class Batcher:
                 batch = self._take()
                 if batch:
                     self._running += 1
-                    return batch, self._running == 1
+                    return batch, self._holds_everything(batch)
+
+    def _holds_everything(self, batch: list[Row]) -> bool:
+        """Whether `batch` runs alone: no other batch in inference, and no other job admitted
+        (lock held). Only then may it take every core; under load the runners keep the split
+        measured fastest for full batches."""
+        return self._running == 1 and self._unfinished == len({id(row.job) for row in batch})
 
     def _worth_waiting(self) -> bool:
         """Whether waiting may gather a fuller batch: requests arrive often, the batch is not
