@@ -16,7 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fastapi import FastAPI, Request, Response
+from starlette.routing import Match, Mount
 from starlette.staticfiles import StaticFiles
+from starlette.types import Scope
+
+from service.routes.deps import DirectRoute
 
 WEB = Path(__file__).resolve().parent.parent / "web"
 PAGE_CSP = "; ".join(
@@ -46,6 +50,18 @@ DOCS = Page("/docs", "docs.html", ("docs", "swagger-ui", "shared"))
 PLAYGROUND = Page("/playground", "playground.html", ("playground", "shared"))
 
 
+class FilesMount(Mount):
+    """A page's files; the mount names itself as the request's route, so that the request
+    metrics count them under `<page>/static` rather than with unknown paths."""
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        """Starlette's match, with this mount as the route."""
+        match, child_scope = super().matches(scope)
+        if match != Match.NONE:
+            child_scope["route"] = self
+        return match, child_scope
+
+
 def install_pages(app: FastAPI, *, playground: bool) -> None:
     """Serve the docs page, and the playground unless it is off (then /playground is a 404)."""
     for page in (DOCS, PLAYGROUND) if playground else (DOCS,):
@@ -63,6 +79,12 @@ def _serve(app: FastAPI, page: Page) -> None:
             headers={"content-security-policy": PAGE_CSP},
         )
 
-    app.add_route(page.path, endpoint, methods=["GET"], include_in_schema=False)
+    app.router.add_api_route(
+        page.path,
+        endpoint,
+        methods=["GET"],
+        include_in_schema=False,
+        route_class_override=DirectRoute,
+    )
     folders = [("service", f"web/{folder}") for folder in page.folders]
-    app.mount(f"{page.path}/static", StaticFiles(packages=folders), name=f"{page.path[1:]}-static")
+    app.router.routes.append(FilesMount(f"{page.path}/static", StaticFiles(packages=folders)))

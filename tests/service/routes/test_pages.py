@@ -102,3 +102,13 @@ def test_swagger_ui_is_the_pinned_release() -> None:
     version = (SWAGGER_UI / "VERSION").read_text().strip()
     assert f'PACKAGE_VERSION:"{version}"' in (SWAGGER_UI / "swagger-ui-bundle.js").read_text()
     assert "Apache License" in (SWAGGER_UI / "LICENSE").read_text()
+
+
+async def test_requests_for_pages_are_counted_by_page(client: httpx.AsyncClient) -> None:
+    await client.get("/docs")
+    await client.get("/docs/static/docs.js")
+    await client.get("/playground/static/nothing.js")
+    metrics = (await client.get("/metrics")).text
+    assert 'gensen_requests_total{route="/docs",status="200"} 1.0' in metrics
+    assert 'gensen_requests_total{route="/docs/static",status="200"} 1.0' in metrics
+    assert 'gensen_requests_total{route="/playground/static",status="404"} 1.0' in metrics
