@@ -9,6 +9,7 @@ TRAIN_STAMP := $(VENV)/.train-stamp
 
 .PHONY: install install-train run test lint format bench train evaluate soak clean
 .PHONY: image image-gpu lint-deploy smoke-container install-container-tools
+.PHONY: install-browser screenshots vendor-swagger-ui
 
 install: $(STAMP)  ## create .venv with runtime, test and export dependencies (safe to repeat)
 
@@ -58,6 +59,25 @@ bench: install
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
+
+# ---- the browser pages (/docs, /playground): see README, Browser pages ----
+SWAGGER_UI_VERSION ?= $(shell cat service/web/swagger-ui/VERSION)
+SWAGGER_UI_FILES := LICENSE NOTICE swagger-ui-bundle.js swagger-ui-bundle.js.LICENSE.txt swagger-ui.css
+
+install-browser:  ## Debian's chromium for the browser tests (root); without it they skip
+	apt-get update -q
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium
+
+screenshots: install  ## the README's screenshots of /docs and /playground, on the shipped bundle
+	GENSEN_SCREENSHOTS=docs/images $(BIN)/python -m pytest -q tests/service/browser
+
+vendor-swagger-ui:  ## replace service/web/swagger-ui with swagger-ui-dist@$(SWAGGER_UI_VERSION) (npm)
+	rm -rf .cache/swagger-ui && mkdir -p .cache/swagger-ui
+	cd .cache/swagger-ui && npm pack --silent swagger-ui-dist@$(SWAGGER_UI_VERSION) \
+	  && tar xzf swagger-ui-dist-$(SWAGGER_UI_VERSION).tgz
+	cd .cache/swagger-ui/package && cp $(SWAGGER_UI_FILES) $(CURDIR)/service/web/swagger-ui/
+	cd service/web/swagger-ui && sha256sum $(SWAGGER_UI_FILES) > SHA256SUMS
+	echo $(SWAGGER_UI_VERSION) > service/web/swagger-ui/VERSION
 
 # ---- deployment (Dockerfile, docker/, k8s/): see README, Deployment ----
 CONTAINER ?= docker

@@ -28,6 +28,7 @@ from service.metrics import Metrics, serve_metrics
 from service.middleware import DirectDispatch, EdgeMiddleware
 from service.routes import ROUTERS
 from service.routes.deps import DirectRoute
+from service.routes.pages import install_pages
 from service.runtime import EngineFactory, Runtime
 from service.schemas import REQUEST_MODELS, with_limits
 from service.settings import Settings
@@ -92,6 +93,9 @@ def build_app(
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        # service.routes.pages serves /docs from the package's own files; no /redoc
+        docs_url=None,
+        redoc_url=None,
         # FastAPI's own OpenTelemetry hooks stay off: their logs would record request inputs
         # with validation failures, and the Prometheus metrics cover requests already.
         telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
@@ -101,6 +105,7 @@ def build_app(
     install_error_handlers(app)
     for router in ROUTERS:
         app.include_router(router)
+    install_pages(app, playground=settings.playground)
     app.openapi = lambda: _openapi(app, keys.enabled)  # type: ignore[method-assign]
     _add_middleware(app, settings, metrics, keys)
     return app

@@ -1,4 +1,4 @@
-"""Optional API keys: `Authorization: Bearer KEY` on every route but /health and /ready.
+"""Optional API keys: `Authorization: Bearer KEY` on every route but /health, /ready and the pages.
 
 Off unless SHA-256 digests of the accepted keys are configured (`--api-key-hashes`,
 `--api-key-file`); the service never holds a plain key. A presented key is hashed and its
@@ -23,6 +23,9 @@ from service.errors import Unauthorized, count_rejection, error_response, is_ope
 
 log = logging.getLogger("service.auth")
 OPEN_PATHS = frozenset({"/health", "/ready"})
+# The browser pages and their files (service.routes.pages) hold no data: a browser loads them
+# without a key, and the API calls they make carry the key typed into them.
+OPEN_PAGES = ("/docs", "/playground")
 HEX_DIGEST = re.compile(r"[0-9a-f]{64}")
 HOW_TO_HASH = 'store the output of `printf %s "$KEY" | sha256sum`, never the key itself'
 
@@ -97,6 +100,13 @@ def _digest(where: str, text: str) -> bytes:
     return bytes.fromhex(value)
 
 
+def is_open(path: str) -> bool:
+    """Whether `path` is served without a key: /health, /ready, a page or a page's file."""
+    if path in OPEN_PATHS:
+        return True
+    return any(path == page or path.startswith(f"{page}/") for page in OPEN_PAGES)
+
+
 class AuthMiddleware:
     """Pure ASGI middleware: 401 for a request without an accepted key (open paths excepted)."""
 
@@ -106,7 +116,7 @@ class AuthMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Pass the request on if it may; else answer 401."""
-        if scope["type"] != "http" or scope["path"] in OPEN_PATHS or self._allowed(scope):
+        if scope["type"] != "http" or is_open(scope["path"]) or self._allowed(scope):
             await self.app(scope, receive, send)
             return
         error = Unauthorized()

@@ -29,16 +29,15 @@ SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
     (b"referrer-policy", b"no-referrer"),
     (b"cache-control", b"no-store"),
 )
-# The API serves data, never pages; the interactive docs load Swagger UI and so go without it.
+# The API serves data, never pages; the browser pages (service.routes.pages) set their own.
 API_CSP = (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'")
-DOCS_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc"})
 
 
 class EdgeMiddleware:
     """Outermost middleware, one layer for everything each request needs at the edge:
 
     - an id (the client's `X-Request-Id` or a new one), current for the logs and echoed;
-    - the security headers on every answer;
+    - the security headers on every answer (a page keeps the Content-Security-Policy it sets);
     - the request's count and latency by route template and status (`service.metrics`);
     - the body size limit: a declared `Content-Length` over `max_bytes` is refused before any
       byte is read, a chunked body as it arrives; the refusal is raised from the body read,
@@ -64,9 +63,7 @@ class EdgeMiddleware:
             return
         start = time.perf_counter()
         request_id = request_id_of(scope)
-        extra = [(REQUEST_ID, request_id.encode()), *SECURITY_HEADERS]
-        if scope["path"] not in DOCS_PATHS:
-            extra.append(API_CSP)
+        extra = [(REQUEST_ID, request_id.encode()), *SECURITY_HEADERS, API_CSP]
         if scope["method"] == "POST":
             headers = [(k, v) for k, v in scope["headers"] if k != b"content-type"]
             scope["headers"] = [*headers, self.JSON_TYPE]  # in place: outer layers see routing

@@ -93,7 +93,8 @@ class Settings(BaseSettings):
         [],
         repr=False,
         description="SHA-256 hex digests of the accepted API keys (comma-separated); "
-        "when any is set, every route but /health and /ready needs `Authorization: Bearer KEY`",
+        "when any is set, every route but /health, /ready and the browser pages needs "
+        "`Authorization: Bearer KEY`",
     )
     api_key_file: Path | None = Field(
         None, description="file of SHA-256 hex digests of API keys, one a line (# comments)"
@@ -113,6 +114,9 @@ class Settings(BaseSettings):
         gt=0,
         description="how long an idle keep-alive connection stays open; longer than the idle "
         "timeout of the proxy or load balancer in front (commonly 60 s)",
+    )
+    playground: bool = Field(
+        True, description="serve the playground page at /playground (off: it answers 404)"
     )
     log_level: LogLevel = Field("info", description="log level of the JSON logs")
     access_log: bool = Field(False, description="log one JSON line per HTTP request")

@@ -31,7 +31,6 @@ PROTECTED = [
     ("GET", "/v1/models", None),
     ("GET", "/metrics", None),
     ("GET", "/openapi.json", None),
-    ("GET", "/docs", None),
 ]
 
 
@@ -136,10 +135,12 @@ def test_wrong_key_timing_does_not_depend_on_how_much_matched() -> None:
 
 
 @pytest.mark.anyio
-async def test_every_route_but_health_and_ready_needs_the_key(app_client: AppClient) -> None:
+async def test_every_route_but_health_ready_and_the_pages_needs_the_key(
+    app_client: AppClient,
+) -> None:
     async with app_client(api_key_hashes=[DIGEST]) as client:
-        assert (await client.get("/health")).status_code == 200
-        assert (await client.get("/ready")).status_code == 200
+        for path in ("/health", "/ready", "/docs", "/playground"):
+            assert (await client.get(path)).status_code == 200, path
         for method, path, body in PROTECTED:
             missing = await client.request(method, path, json=body)
             wrong = await client.request(

@@ -66,8 +66,12 @@ async def test_request_id_and_security_headers_on_every_answer(client: httpx.Asy
         assert answer.headers["x-request-id"]
         assert SECURITY.items() <= dict(answer.headers).items()
         assert answer.headers["content-security-policy"] == CSP
-    docs = await client.get("/docs")
-    assert "content-security-policy" not in docs.headers  # Swagger UI needs its scripts
+    docs = await client.get(
+        "/docs"
+    )  # a page keeps its own policy (tests/service/routes/test_pages.py)
+    assert docs.headers["content-security-policy"].startswith(
+        "default-src 'none'; script-src 'self'"
+    )
     assert docs.headers["x-frame-options"] == "DENY"
 
 
