@@ -1,8 +1,11 @@
 """The dynamic batcher: a queue and `runners` worker threads sharing the encoder session.
 
-Requests (jobs) arrive as rows of token ids. When requests come often (their average gap is
-under `max_wait_s`) a runner waits at most `max_wait_s` after the oldest queued row for more
-work; at low load it does not wait. Then it takes a batch holding that oldest row (in arrival
+Requests (jobs) arrive as rows of token ids. When requests come often and overlap (their
+average gap is under `max_wait_s`, and they arrive while others are in flight) a runner waits
+at most `max_wait_s` after the oldest queued row for more work; at low load, or for one client
+sending a request after another, it does not wait, and a batch that then holds all the
+admitted work runs on every core (`Backend.embed(..., alone=True)`). Then it takes a batch
+holding that oldest row (in arrival
 order, or from rows of similar length where the encoder does not group them itself: a
 recurrent encoder pays for padding in full; see `service.planner`), within a padded-token
 budget (longest × rows) and a row cap, runs it while the other runners run theirs (ONNX Runtime
@@ -48,6 +51,8 @@ WINDOW_BATCHES = 4  # batches are planned from the oldest WINDOW_BATCHES × max_
 # Runner threads yield the CPU to the event loop: a few milliseconds of its work (reading,
 # admitting, refusing, answering) must not wait behind a batch that keeps every core busy.
 RUNNER_NICENESS = 5
+# Requests overlap when, on average, more than this share of them arrive with another in flight.
+OVERLAPPING = 0.2
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +94,7 @@ class Batcher:
         self._rows_per_s = 0.0
         self._last_arrival = 0.0
         self._arrival_gap = 0.0  # moving average of the time between submits
+        self._overlap = 0.0  # moving average of the jobs in flight when one is submitted
         self._threads = [
             threading.Thread(target=self._work, name=f"gensen-batcher-{k}", daemon=True)
             for k in range(limits.runners)
@@ -169,6 +175,7 @@ class Batcher:
             raise NotReady("the service is shutting down")
         self.refuse_if_full(len(job.rows))
         self._note_arrival(job.enqueued)
+        self._overlap = 0.7 * self._overlap + 0.3 * min(self._unfinished, 1)
         self._queue.extend(Row(job, i, len(row)) for i, row in enumerate(job.rows))
         self._queued += job.pending
         self._queued_tokens += job.pending_tokens
@@ -260,7 +267,7 @@ class Batcher:
                     self._cond.wait()
                     continue
                 wait = self._oldest_enqueued() + self._limits.max_wait_s - time.monotonic()
-                if wait > 0 and self._worth_waiting():
+                if wait > 0 and self._more_is_coming() and not self._batch_is_full():
                     self._cond.wait(wait)
                     continue
                 batch = self._take()
@@ -269,16 +276,12 @@ class Batcher:
                     return batch, self._holds_everything(batch)
 
     def _holds_everything(self, batch: list[Row]) -> bool:
-        """Whether `batch` runs alone: no other batch in inference, and no other job admitted
-        (lock held). Only then may it take every core; under load the runners keep the split
-        measured fastest for full batches."""
-        return self._running == 1 and self._unfinished == len({id(row.job) for row in batch})
-
-    def _worth_waiting(self) -> bool:
-        """Whether waiting may gather a fuller batch: requests arrive often, the batch is not
-        full yet, and another batch is running (an idle device would only wait with it: a
-        lone query, or the first of a burst, runs at once, and what comes meanwhile queues)."""
-        return self._running > 0 and self._more_is_coming() and not self._batch_is_full()
+        """Whether `batch` runs alone: at low load, no other batch in inference and no other
+        job admitted (lock held). Only then may it take every core; under load the runners keep
+        the split measured fastest for full batches."""
+        if self._running != 1 or self._more_is_coming():
+            return False
+        return self._unfinished == len({id(row.job) for row in batch})
 
     def _oldest_enqueued(self) -> float:
         for row in self._queue:
@@ -293,8 +296,10 @@ class Batcher:
         self._last_arrival = now
 
     def _more_is_coming(self) -> bool:
-        """Whether requests arrive often enough for waiting to gather more (not at low load)."""
-        return self._arrival_gap < self._limits.max_wait_s
+        """Whether requests arrive often enough for waiting to gather more: often, and while
+        others are in flight (one client's requests one after another never overlap: its next
+        request comes only once this one is answered)."""
+        return self._arrival_gap < self._limits.max_wait_s and self._overlap > OVERLAPPING
 
     def _batch_is_full(self) -> bool:
         limits = self._limits
