@@ -89,6 +89,8 @@ class Batcher:
         self._queued_tokens = 0
         self._unfinished = 0  # jobs admitted and not yet settled
         self._running = 0  # batches in inference now
+        self._idle = 0  # runners waiting for work to arrive
+        self._gathering = 0  # runners waiting a little for more work (their batch not full)
         self._admitting = False
         self._stopping = False
         self._rows_per_s = 0.0
@@ -165,9 +167,20 @@ class Batcher:
                     refused.append(exc)
                 else:
                     refused.append(None)
-            self._cond.notify(min(len(jobs), len(self._threads)))
+            self._wake_for(sum(error is None for error in refused))
         self._observe_depth()
         return refused
+
+    def _wake_for(self, admitted: int) -> None:
+        """Wake the runners that new work concerns (lock held): idle ones, or one gathering a
+        batch that is now full. A runner gathering a batch wakes by its own timer otherwise:
+        waking it for every arrival only to wait again cost the engine a thread switch each."""
+        if not admitted:
+            return
+        if self._idle:
+            self._cond.notify(min(admitted, self._idle))
+        elif self._gathering and self._batch_is_full():
+            self._cond.notify()
 
     def _admit(self, job: Job) -> None:
         """Queue `job` (lock held), or raise why it cannot be."""
@@ -264,11 +277,15 @@ class Batcher:
                     return None
                 if not self._queued:
                     self._queue.clear()  # only rows of closed jobs can be left
+                    self._idle += 1
                     self._cond.wait()
+                    self._idle -= 1
                     continue
                 wait = self._oldest_enqueued() + self._limits.max_wait_s - time.monotonic()
                 if wait > 0 and self._more_is_coming() and not self._batch_is_full():
+                    self._gathering += 1
                     self._cond.wait(wait)
+                    self._gathering -= 1
                     continue
                 batch = self._take()
                 if batch:
