@@ -40,7 +40,7 @@ from service.errors import (
     ServiceError,
 )
 from service.jobs import Job, Row, request_ids, settle, settle_error
-from service.planner import Backend, plan_batch, take_in_order
+from service.planner import Backend, pad_rows, plan_batch, take_in_order
 from service.watchdog import Watchdog
 
 if TYPE_CHECKING:
@@ -371,10 +371,7 @@ class Batcher:
                 self._metrics.queue_wait.observe(now - job.enqueued)
 
     def _run(self, batch: list[Row], alone: bool) -> None:
-        lengths = np.array([row.length for row in batch], dtype=np.int64)
-        ids = np.full((len(batch), int(lengths.max())), self._pad_id, dtype=np.int64)
-        for i, row in enumerate(batch):
-            ids[i, : row.length] = row.job.rows[row.index]
+        ids, lengths = pad_rows([row.job.rows[row.index] for row in batch], self._pad_id)
         start = time.perf_counter()
         self._watchdog.begin(batch)
         try:
@@ -405,19 +402,35 @@ class Batcher:
     def _deliver(self, batch: list[Row], out: np.ndarray) -> None:
         done: list[Job] = []
         with self._cond:
-            for i, row in enumerate(batch):
-                job = row.job
-                if job.closed:
+            i = 0
+            while i < len(batch):
+                job, count = batch[i].job, len(batch[i].job.rows)
+                if _whole_job_at(batch, i):  # the common case: one slice, no copies
+                    i += count
+                    if not job.closed:
+                        job.out, job.left = out[i - count : i], 0
+                        self._finish(job, done)
                     continue
-                if job.out is None:
-                    job.out = np.empty((len(job.rows), out.shape[1]), dtype=out.dtype)
-                job.out[row.index] = out[i]
-                job.left -= 1
-                if job.left == 0:
-                    job.closed = True
-                    self._unfinished -= 1
-                    done.append(job)
+                self._deliver_row(batch[i], out[i], done)
+                i += 1
         settle(done)
+
+    def _deliver_row(self, row: Row, vector: np.ndarray, done: list[Job]) -> None:
+        """One row of a job that this batch holds in part (lock held)."""
+        job = row.job
+        if job.closed:
+            return
+        if job.out is None:
+            job.out = np.empty((len(job.rows), vector.shape[0]), dtype=vector.dtype)
+        job.out[row.index] = vector
+        job.left -= 1
+        if job.left == 0:
+            self._finish(job, done)
+
+    def _finish(self, job: Job, done: list[Job]) -> None:
+        job.closed = True
+        self._unfinished -= 1
+        done.append(job)
 
     def _record(self, rows: int, padded: int, real: int, seconds: float) -> None:
         rate = rows / max(seconds, 1e-6)
@@ -450,3 +463,17 @@ class Batcher:
     def _fail(self, job: Job, error: Exception) -> None:
         if self._close(job):
             settle_error(job, error)
+
+
+def _whole_job_at(batch: list[Row], i: int) -> bool:
+    """Whether `batch[i:]` starts with every row of that row's job, in order. A job's rows are
+    queued together and batches keep queue order, so its first and last rows at the right
+    distance mean that every row between is its own."""
+    row = batch[i]
+    last = i + len(row.job.rows) - 1
+    return (
+        row.index == 0
+        and last < len(batch)
+        and batch[last].job is row.job
+        and batch[last].index == len(row.job.rows) - 1
+    )

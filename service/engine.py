@@ -25,6 +25,7 @@ import numpy as np
 import onnxruntime as ort
 
 from service.bundle import Bundle, BundleError
+from service.planner import pad_rows
 
 log = logging.getLogger("service.engine")
 
@@ -239,15 +240,6 @@ def cuda_usable(bundle: Bundle, provider: str) -> bool:
     with _quiet_logs():
         session = _session(bundle.files["nli"], [CUDA, CPU], threads=1)
     return CUDA in session.get_providers()
-
-
-def pad_rows(rows: list[list[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
-    """Token rows as a padded int64 batch [rows, longest] and their lengths [rows]."""
-    lengths = np.array([len(row) for row in rows], dtype=np.int64)
-    ids = np.full((len(rows), int(lengths.max())), pad_id, dtype=np.int64)
-    for i, row in enumerate(rows):
-        ids[i, : len(row)] = row
-    return ids, lengths
 
 
 def relative_distance(a: np.ndarray, b: np.ndarray) -> float:

@@ -104,7 +104,8 @@ def decode_submits(payload: bytes) -> list[tuple[int, float, str | None, list[np
     total_rows = int(records["rows"].sum())
     lengths = np.frombuffer(payload, dtype=np.int32, count=total_rows, offset=at)
     ids = np.frombuffer(payload, dtype=np.int32, offset=at + 4 * total_rows)
-    rows = np.split(ids, np.cumsum(lengths)[:-1]) if total_rows else []
+    ends = np.cumsum(lengths).tolist()
+    rows = [ids[start:end] for start, end in zip([0, *ends[:-1]], ends, strict=True)]
     tags, deadlines = records["tag"].tolist(), records["deadline"].tolist()
     bounds = [0, *np.cumsum(records["rows"], dtype=np.int64).tolist()]
     return [(tags[i], deadlines[i], rids[i], rows[bounds[i] : bounds[i + 1]]) for i in range(count)]

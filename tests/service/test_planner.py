@@ -6,7 +6,7 @@ import random
 
 import numpy as np
 
-from service.planner import MAX_STEP_COST, measure_step_cost, plan_batch, take_in_order
+from service.planner import MAX_STEP_COST, measure_step_cost, pad_rows, plan_batch, take_in_order
 
 WIDE = 100_000
 
@@ -97,3 +97,13 @@ def test_in_order_keeps_the_budget_on_random_queues() -> None:
         assert picked == list(range(len(picked)))
         assert 1 <= len(picked) <= cap
         assert len(picked) == 1 or max(lengths[i] for i in picked) * len(picked) <= budget
+
+
+def test_pad_rows_pads_lists_and_arrays_alike() -> None:
+    rows = [[5, 6, 7], [8], [9, 10]]
+    ids, lengths = pad_rows(rows, pad_id=1)
+    np.testing.assert_array_equal(ids, [[5, 6, 7], [8, 1, 1], [9, 10, 1]])
+    np.testing.assert_array_equal(lengths, [3, 1, 2])
+    assert ids.dtype == np.int64
+    as_arrays = pad_rows([np.array(r, dtype=np.int32) for r in rows], pad_id=1)
+    np.testing.assert_array_equal(as_arrays[0], ids)
