@@ -302,7 +302,9 @@ def _session(
     spinning: bool = False,
 ) -> ort.InferenceSession:
     """A session on `providers`; `initializers` replace the graph's constants of those names;
-    `spinning`: its threads spin between the parallel steps of a run instead of sleeping."""
+    `spinning`: its threads spin between the parallel steps of a run instead of sleeping
+    (and stop when the run returns: left spinning, they took a core for tens of milliseconds
+    after each run)."""
     options = ort.SessionOptions()
     for name, value in (initializers or {}).items():
         options.add_initializer(name, value)
@@ -313,6 +315,8 @@ def _session(
     # Spinning threads would take the CPU the event loop and tokeniser need between batches
     # under load; only the session of a batch that runs alone spins (see Engine._open_alone).
     options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+    if spinning:  # between the steps of a run only: once it returns, the threads sleep
+        options.add_session_config_entry("session.force_spinning_stop", "1")
     try:
         return ort.InferenceSession(str(path), options, providers=providers)
     except Exception as exc:  # onnxruntime raises its own untyped errors for broken files
