@@ -27,6 +27,7 @@ import torch
 from tokenizers import Tokenizer
 from torch import nn
 
+from models.checkpoint import build_model, load_checkpoint
 from models.config import TrainConfig
 from models.encoder import PAD_ID, GensenEncoder
 from models.onnx_graph import (
@@ -266,8 +267,6 @@ def training_summary(config: TrainConfig) -> dict:
 
 
 def main() -> None:
-    from models.train import build_model, load_checkpoint
-
     parser = argparse.ArgumentParser(description="Export a training checkpoint to a model bundle")
     parser.add_argument("--checkpoint", type=Path)
     parser.add_argument("--out", type=Path)
