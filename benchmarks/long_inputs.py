@@ -1,11 +1,17 @@
 """Long inputs through the running service: is their content kept, and do they slow short ones?
 
     python -m benchmarks.long_inputs [--bundle models/gensen-base] [--seconds 5] [--rounds 3]
+        [--counts 10,18,24,36] [--kept-only] [--tree OTHER_CHECKOUT]
         [--out benchmarks/results/long-inputs.json]
 
-Starts `python -m service` with its defaults on loopback and measures, with `/embed` and no
-request options (what a user gets):
+Starts `python -m service` with its defaults on loopback (from `--tree`, another checkout, to
+measure it side by side) and measures, with `/embed` and no request options (what a user gets):
 
+0. Content kept after k unrelated sentences, for each k of `--counts`. A sentence S of an STS-B
+   dev pair scored 4.5 or more follows k SNLI test sentences U drawn at random; P is the other
+   side of the pair. Kept is (cos(U + S, P) - cos(U, P)) / (cos(S, P) - cos(U, P)): 1 means
+   nothing of S was lost. A single vector that treats the k + 1 sentences alike keeps at most
+   1/sqrt(k + 1) of each; that limit is printed beside it. Medians over the pairs.
 1. Content kept. A sentence S of an STS-B dev pair scored 4.5 or more is placed after at least
    `--filler-tokens` tokens of unrelated text U; P is the other side of the pair. Kept content is
    (cos(U + S, P) - cos(U, P)) / cos(S, P): the share of what S alone reaches that survives in
@@ -37,7 +43,7 @@ from benchmarks.serve import (
     request_bodies,
     run_load,
 )
-from models.data import data_root, read_stsb, read_unlabeled
+from models.data import data_root, read_snli, read_stsb, read_unlabeled
 from service.bundle import load_bundle
 from service.settings import DEFAULT_BUNDLE
 from service.tokenization import TextTokenizer
@@ -68,8 +74,35 @@ def relevance_cases(
     return cases
 
 
-def kept_content(url: str, cases: list[tuple[str, str, str]]) -> dict[str, float]:
-    """Median kept content (module docstring) and the cosines it is made of."""
+def kept_after_sentences(
+    url: str, tokenizer: TextTokenizer, counts: list[int], pairs: int, seed: int = 0
+) -> list[dict[str, float]]:
+    """Kept content (module docstring, 0) after k unrelated SNLI sentences, for each k."""
+    root = data_root()
+    close = [p for p in read_stsb(root, "dev") if p.label >= 4.5 and len(p.a.split()) >= 6]
+    unrelated = sorted({p.a for p in read_snli(root, "test")})
+    rng = random.Random(seed)
+    rows = []
+    for k in counts:
+        cases = [(" ".join(rng.sample(unrelated, k)), p.a, p.b) for p in close[:pairs]]
+        tokens = [len(ids) for ids in tokenizer.encode([f"{u} {s}" for u, s, _ in cases]).ids]
+        figures = kept_content(url, cases, against_unrelated=True)
+        rows.append(
+            {
+                "unrelated_sentences": k,
+                "tokens": round(statistics.median(tokens)),
+                "limit": round(1 / (k + 1) ** 0.5, 3),
+                **figures,
+            }
+        )
+    return rows
+
+
+def kept_content(
+    url: str, cases: list[tuple[str, str, str]], against_unrelated: bool = False
+) -> dict[str, float]:
+    """Median kept content (module docstring) and the cosines it is made of;
+    `against_unrelated`: divided by cos(S, P) - cos(U, P) (measure 0), else by cos(S, P)."""
 
     def embed(texts: list[str]) -> np.ndarray:
         response = httpx.post(f"{url}/embed", json={"inputs": texts}, timeout=120)
@@ -82,8 +115,9 @@ def kept_content(url: str, cases: list[tuple[str, str, str]]) -> dict[str, float
     alone = (embed(relevant) * p).sum(1)
     inside = (embed(long_text) * p).sum(1)
     without = (embed(unrelated) * p).sum(1)
+    scale = alone - without if against_unrelated else alone
     return {
-        "kept": round(float(np.median((inside - without) / alone)), 3),
+        "kept": round(float(np.median((inside - without) / scale)), 3),
         "cos_alone": round(float(np.median(alone)), 3),
         "cos_in_long_text": round(float(np.median(inside)), 3),
         "cos_unrelated_alone": round(float(np.median(without)), 3),
@@ -130,13 +164,30 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--long-windows", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--counts", default="10,18,24,36", help="unrelated sentences before S")
+    parser.add_argument("--kept-only", action="store_true", help="skip the load measures")
+    parser.add_argument("--tree", type=Path, default=None, help="run the service from here")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
+    counts = [int(k) for k in args.counts.split(",")]
 
     bundle = load_bundle(args.bundle)
     tokenizer = TextTokenizer(bundle.files["tokenizer"], bundle.max_tokens)
-    server = Server(args.bundle, free_port(), [])
+    tree = {"tree": args.tree} if args.tree else {}
+    server = Server(args.bundle, free_port(), [], **tree)
     try:
+        by_count = kept_after_sentences(server.url, tokenizer, counts, args.pairs)
+        print("unrelated  tokens  limit 1/sqrt(k+1)  kept  kept/limit")
+        for row in by_count:
+            k, limit = row["unrelated_sentences"], row["limit"]
+            print(
+                f"{k:9}  {row['tokens']:6}  {limit:17}  {row['kept']:4}  {row['kept'] / limit:.2f}"
+            )
+        if args.kept_only:
+            if args.out:
+                figures = {"bundle": f"{bundle.name} {bundle.version}", "kept_after": by_count}
+                args.out.write_text(json.dumps(figures, indent=2) + "\n")
+            return
         kept = {
             kind: kept_content(server.url, cases)
             for kind, cases in relevance_cases(tokenizer, args.filler_tokens, args.pairs).items()
@@ -172,7 +223,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     if args.out:
         run = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
-        figures = {"bundle": f"{bundle.name} {bundle.version}", "kept": kept, "mixed": mixed}
+        figures = {
+            "bundle": f"{bundle.name} {bundle.version}",
+            "kept_after": by_count,
+            "kept": kept,
+            "mixed": mixed,
+        }
         args.out.write_text(json.dumps({**figures, "args": run}, indent=2) + "\n")
 
 

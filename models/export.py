@@ -2,7 +2,10 @@
 
     python -m models.export --checkpoint runs/gensen-base/checkpoint.pt --out models/gensen-base
 
-Writes encoder.onnx, nli.onnx, paraphrase.onnx, tokenizer.json and model.json. The word
+Writes encoder.onnx, nli.onnx, paraphrase.onnx, tokenizer.json and model.json, and for an
+encoder with a projection also projection.onnx: encoder.onnx then outputs the pooled features
+before its projection too, so that the service pools the windows of a long text as the model
+pools one (max over the windows' features, then the projection; the card's `windows`). The word
 embedding table is stored as float16 (the model's weights are rounded to it first, so torch and
 ONNX still agree to float32 precision); every other weight stays float32. After writing, the
 export checks the graphs' symbolic axes and runs other batch sizes and lengths against torch.
@@ -24,9 +27,18 @@ import torch
 from tokenizers import Tokenizer
 from torch import nn
 
+from models.checkpoint import build_model, load_checkpoint
 from models.config import TrainConfig
 from models.encoder import PAD_ID, GensenEncoder
-from models.onnx_graph import CHUNK_ROWS, OPSET, build_encoder_graph
+from models.onnx_graph import (
+    CHUNK_ROWS,
+    FEATURES,
+    OPSET,
+    build_encoder_graph,
+    build_projection_graph,
+    expose_features,
+    projection_weights,
+)
 from models.vocabulary import pad_batch
 
 NLI_LABELS = ["entailment", "neutral", "contradiction"]
@@ -36,6 +48,14 @@ FILES = {
     "encoder": "encoder.onnx",
     "nli": "nli.onnx",
     "paraphrase": "paraphrase.onnx",
+}
+PROJECTION_FILE = "projection.onnx"
+# The card's word on how the windows of a text past `max_tokens` make its vector.
+WINDOWS = {
+    "pooling": "max",
+    "about": "a text past max_tokens is read in overlapping windows; its vector is projection.onnx"
+    " applied to the max over its windows of encoder.onnx's `features` output (the max-pooled"
+    " BiGRU states before the projection), as the model pools the states of one long text",
 }
 
 
@@ -74,12 +94,21 @@ def _to_onnx(module: nn.Module, args: tuple, path: Path, inputs: list[str], axes
 
 
 def export_encoder(encoder: GensenEncoder, path: Path) -> None:
-    """encoder.onnx: input_ids int64 [batch, seq], lengths int64 [batch] -> embeddings [batch, dim].
+    """encoder.onnx: input_ids int64 [batch, seq], lengths int64 [batch] -> embeddings [batch, dim]
+    (and `features` [batch, 2H], with projection.onnx beside it, when the encoder projects).
 
     Built directly around ONNX's bidirectional GRU (models.onnx_graph) rather than traced.
     """
     round_embeddings_to_half(encoder)
-    onnx.save(build_encoder_graph(encoder.eval()), str(path))
+    graph = build_encoder_graph(encoder.eval())
+    onnx.save(graph, str(path))
+    if encoder.projection is not None:
+        write_projection(graph, path.parent / PROJECTION_FILE)
+
+
+def write_projection(encoder: onnx.ModelProto, path: Path) -> None:
+    """projection.onnx from the projection weights of an encoder graph built here."""
+    onnx.save(build_projection_graph(*projection_weights(encoder)), str(path))
 
 
 def export_head(head: nn.Module, dim: int, path: Path) -> None:
@@ -99,6 +128,12 @@ def check_encoder(encoder: GensenEncoder, path: Path, vocab_size: int, atol: flo
     if not seq_axis.dim_param:
         raise RuntimeError(f"{path}: input_ids has a fixed sequence length {seq_axis.dim_value}")
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    projection = path.parent / PROJECTION_FILE
+    project = (
+        ort.InferenceSession(str(projection), providers=["CPUExecutionProvider"])
+        if encoder.projection is not None
+        else None
+    )
     rng = np.random.default_rng(0)
     worst = 0.0
     for batch, longest in ((1, 1), (3, 17), (8, 40)):
@@ -106,10 +141,13 @@ def check_encoder(encoder: GensenEncoder, path: Path, vocab_size: int, atol: flo
             list(rng.integers(4, vocab_size, rng.integers(1, longest + 1))) for _ in range(batch)
         ]
         ids, lengths = pad_batch(rows, PAD_ID)
-        (got,) = session.run(None, {"input_ids": ids, "lengths": lengths})
+        got = session.run(None, {"input_ids": ids, "lengths": lengths})
         with torch.no_grad():
             want = encoder.eval()(torch.from_numpy(ids), torch.from_numpy(lengths)).numpy()
-        worst = max(worst, float(np.abs(got - want).max()))
+        worst = max(worst, float(np.abs(got[0] - want).max()))
+        if project is not None:  # the features, projected on their own, give the embeddings
+            (again,) = project.run(None, {FEATURES: got[1]})
+            worst = max(worst, float(np.abs(again - want).max()))
     if worst > atol:
         raise RuntimeError(f"{path}: ONNX Runtime differs from torch by {worst:.2e}")
     return worst
@@ -138,9 +176,10 @@ def model_card(
         },
         # how encoder.onnx batches (onnx_graph.py): a server need not group inputs by length
         "encoder_graph": {"sorts_by_length": True, "chunk_rows": CHUNK_ROWS},
-        "files": dict(FILES),
+        "files": dict(FILES, **({"projection": PROJECTION_FILE} if enc.projection_dim else {})),
         "labels": {"nli": NLI_LABELS, "paraphrase": PARAPHRASE_LABELS},
         "paraphrase_threshold": 0.5,
+        **({"windows": WINDOWS} if enc.projection_dim and enc.pooling == "max" else {}),
         "training": {},
         "evaluation": {},
         "license": "Apache-2.0 (code and weights); trained on data sets with their own licences, see training.data",
@@ -171,6 +210,21 @@ def export_bundle(
     card = model_card(encoder, config, tokenizer, extra)
     (out / "model.json").write_text(json.dumps(card, indent=2) + "\n")
     return out
+
+
+def add_features(bundle: Path) -> None:
+    """Give a bundle exported before `features` existed its features and projection.onnx, from
+    its own encoder.onnx (no retraining: the same nodes run, one more output is kept)."""
+    card_path = bundle / "model.json"
+    card = json.loads(card_path.read_text())
+    path = bundle / card["files"]["encoder"]
+    graph = expose_features(onnx.load(str(path)))
+    onnx.save(graph, str(path))
+    write_projection(graph, bundle / PROJECTION_FILE)
+    card["files"]["projection"] = PROJECTION_FILE
+    if card.get("pooling") == "max":
+        card["windows"] = WINDOWS
+    card_path.write_text(json.dumps(card, indent=2) + "\n")
 
 
 def training_summary(config: TrainConfig) -> dict:
@@ -213,12 +267,22 @@ def training_summary(config: TrainConfig) -> dict:
 
 
 def main() -> None:
-    from models.train import build_model, load_checkpoint
-
     parser = argparse.ArgumentParser(description="Export a training checkpoint to a model bundle")
-    parser.add_argument("--checkpoint", type=Path, required=True)
-    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--checkpoint", type=Path)
+    parser.add_argument("--out", type=Path)
+    parser.add_argument(
+        "--add-features",
+        type=Path,
+        metavar="BUNDLE",
+        help="give an exported bundle the `features` output and projection.onnx, and stop",
+    )
     args = parser.parse_args()
+    if args.add_features:
+        add_features(args.add_features)
+        print(f"features and {PROJECTION_FILE} added to {args.add_features}")
+        return
+    if args.checkpoint is None or args.out is None:
+        parser.error("--checkpoint and --out are needed to export")
     state = torch.load(args.checkpoint, map_location="cpu", weights_only=False)
     config = TrainConfig.from_dict(state["config"])
     encoder, heads = build_model(config)

@@ -23,6 +23,8 @@ from models.encoder import GensenEncoder
 OPSET = 17
 IR_VERSION = 8  # what opset 17 needs; ONNX Runtime rejects the newest IR versions
 CHUNK_ROWS = 16  # rows per length-sorted chunk (benchmarks/encoder.py --chunk-rows)
+FEATURES = "features"  # the encoder's pooled states before its projection
+PROJECTION = ["projection.weight", "projection.bias"]
 
 
 def _onnx_gates(weight: torch.Tensor) -> np.ndarray:
@@ -74,7 +76,9 @@ class _Graph:
 
 
 def build_encoder_graph(encoder: GensenEncoder, chunk_rows: int = CHUNK_ROWS) -> onnx.ModelProto:
-    """encoder.onnx: input_ids int64 [batch, seq], lengths int64 [batch] -> embeddings [batch, dim].
+    """encoder.onnx: input_ids int64 [batch, seq], lengths int64 [batch] -> embeddings [batch, dim],
+    and with a projection also `features` [batch, 2H]: the pooled BiGRU states before it (what
+    the windows of a long text are max-pooled over; `build_projection_graph` maps them on).
 
     A recurrent step costs the same for every row of a batch, padding included, so the graph
     sorts the rows by length and runs them in chunks of `chunk_rows`, each cut to its own longest
@@ -108,16 +112,58 @@ def build_encoder_graph(encoder: GensenEncoder, chunk_rows: int = CHUNK_ROWS) ->
     positions = g.op("Range", ["zero_scalar", size, "one_scalar"])[0]
     unsort = g.op("ScatterElements", [positions, order, positions], axis=0)[0]
     pooled = g.op("Gather", [pooled, unsort], axis=0)[0]
-    if encoder.config.projection_dim:
-        weight = encoder.projection.weight.detach().numpy()
-        bias = encoder.projection.bias.detach().numpy()
-        pooled = g.op(
-            "Gemm",
-            [pooled, g.const("projection.weight", weight), g.const("projection.bias", bias)],
-            transB=1,
-        )[0]
+    features = None
+    if encoder.projection is not None:
+        g.op("Identity", [pooled], [FEATURES])
+        features = width
+        pooled = _project(g, pooled, *_projection_weights(encoder))
     g.op("Identity", [pooled], ["embeddings"])
-    return _model(g, encoder.config.output_dim)
+    return _model(g, encoder.config.output_dim, features)
+
+
+def build_projection_graph(weight: np.ndarray, bias: np.ndarray) -> onnx.ModelProto:
+    """projection.onnx: features float32 [batch, F] -> embeddings [batch, dim], the encoder's
+    last linear layer on its own (`weight` [dim, F], `bias` [dim])."""
+    g = _Graph()
+    g.op("Identity", [_project(g, FEATURES, weight, bias)], ["embeddings"])
+    return _model(
+        g, weight.shape[0], inputs=[_tensor(FEATURES, weight.shape[1])], name="projection"
+    )
+
+
+def projection_weights(encoder: onnx.ModelProto) -> tuple[np.ndarray, np.ndarray]:
+    """The projection's weight and bias stored in an encoder.onnx built here."""
+    stored = {t.name: t for t in encoder.graph.initializer}
+    return tuple(numpy_helper.to_array(stored[name]) for name in PROJECTION)  # type: ignore[return-value]
+
+
+def expose_features(encoder: onnx.ModelProto) -> onnx.ModelProto:
+    """An encoder.onnx built here before it output `features`, with that output added: the
+    input of its projection, unchanged otherwise (the same nodes run, one more tensor kept)."""
+    graph = encoder.graph
+    if FEATURES in (o.name for o in graph.output):
+        return encoder
+    (gemm,) = [n for n in graph.node if n.op_type == "Gemm" and list(n.input[1:]) == PROJECTION]
+    graph.node.append(helper.make_node("Identity", [gemm.input[0]], [FEATURES]))
+    width = next(t.dims[1] for t in graph.initializer if t.name == PROJECTION[0])
+    graph.output.append(_tensor(FEATURES, width))
+    onnx.checker.check_model(encoder, full_check=True)
+    return encoder
+
+
+def _projection_weights(encoder: GensenEncoder) -> tuple[np.ndarray, np.ndarray]:
+    projection = encoder.projection
+    return projection.weight.detach().numpy(), projection.bias.detach().numpy()
+
+
+def _project(g: _Graph, pooled: str, weight: np.ndarray, bias: np.ndarray) -> str:
+    """Gemm of `pooled` [batch, F] with the projection's weights (stored under PROJECTION)."""
+    names = [g.const(name, value) for name, value in zip(PROJECTION, (weight, bias), strict=True)]
+    return g.op("Gemm", [pooled, *names], transB=1)[0]
+
+
+def _tensor(name: str, width: int) -> onnx.ValueInfoProto:
+    return helper.make_tensor_value_info(name, TensorProto.FLOAT, ["batch", width])
 
 
 def _chunk_body(
@@ -198,15 +244,27 @@ def _masked_max(b: _Graph, g: _Graph, states: str, lengths: str) -> str:
     return b.op("ReduceMax", [masked], axes=[0], keepdims=0)[0]
 
 
-def _model(g: _Graph, dim: int) -> onnx.ModelProto:
+def _model(
+    g: _Graph,
+    dim: int,
+    features: int | None = None,
+    inputs: list[onnx.ValueInfoProto] | None = None,
+    name: str = "gensen_encoder",
+) -> onnx.ModelProto:
+    """The graph of `g` as a checked model: the encoder's inputs unless `inputs` are given;
+    outputs `embeddings` [batch, dim] and, when `features` is a width, `features`."""
+    outputs = [_tensor("embeddings", dim)]
+    if features is not None:
+        outputs.append(_tensor(FEATURES, features))
     graph = helper.make_graph(
         g.nodes,
-        "gensen_encoder",
-        [
+        name,
+        inputs
+        or [
             helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "seq"]),
             helper.make_tensor_value_info("lengths", TensorProto.INT64, ["batch"]),
         ],
-        [helper.make_tensor_value_info("embeddings", TensorProto.FLOAT, ["batch", dim])],
+        outputs,
         g.initializers,
     )
     model = helper.make_model(

@@ -25,11 +25,12 @@ from torch import nn
 from tqdm import tqdm
 
 from models import corpus, evaluate, export
+from models.checkpoint import build_model, load_checkpoint, save_checkpoint
 from models.config import Phase, TrainConfig
 from models.data import data_root
-from models.encoder import GensenEncoder, PairClassifier
+from models.encoder import GensenEncoder
 from models.heads import fit_served_heads
-from models.tasks import HEAD_CLASSES, Task, TaskData, build_tasks
+from models.tasks import Task, TaskData, build_tasks
 from models.vocabulary import train_tokenizer
 
 log = logging.getLogger("models.train")
@@ -53,17 +54,6 @@ def glove_init(embedding: nn.Embedding, vocab: dict[str, int], scale: float = 0.
     with torch.no_grad():
         embedding.weight[list(rows), :50] = torch.from_numpy(vectors[list(sources)])
     return len(hits)
-
-
-def build_model(config: TrainConfig) -> tuple[GensenEncoder, nn.ModuleDict]:
-    torch.manual_seed(config.seed)
-    encoder = GensenEncoder(config.encoder)
-    nn.init.normal_(encoder.src_embedding.weight, std=0.1)
-    dim = config.encoder.output_dim
-    heads = nn.ModuleDict(
-        {n: PairClassifier(dim, c, config.head_hidden) for n, c in HEAD_CLASSES.items()}
-    )
-    return encoder, heads
 
 
 def learning_rate(phase: Phase, step_in_phase: int) -> float:
@@ -111,35 +101,6 @@ class TaskSampler:
             self._epochs[name] = (epoch, task.batches(self.config.seed, epoch))
         self.cursor[name] += 1
         return name, self._epochs[name][1][k % per_epoch]
-
-
-# --- checkpoints -------------------------------------------------------------------------------
-
-
-def save_checkpoint(
-    path: Path, step: int, encoder, heads, optimizer, config: TrainConfig, elapsed_s: float
-) -> None:
-    """Atomically write model, heads, optimizer, config and training seconds so far."""
-    state = {
-        "step": step,
-        "elapsed_s": elapsed_s,
-        "encoder": encoder.state_dict(),
-        "heads": heads.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "config": config.to_dict(),
-    }
-    torch.save(state, path.with_suffix(".tmp"))
-    path.with_suffix(".tmp").replace(path)
-
-
-def load_checkpoint(path: Path, encoder, heads, optimizer=None) -> tuple[int, float]:
-    """Restore in place; returns (steps done, training seconds so far)."""
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    encoder.load_state_dict(state["encoder"])
-    heads.load_state_dict(state["heads"])
-    if optimizer is not None:
-        optimizer.load_state_dict(state["optimizer"])
-    return int(state["step"]), float(state.get("elapsed_s", 0.0))
 
 
 # --- the loop ----------------------------------------------------------------------------------

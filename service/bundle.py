@@ -9,6 +9,9 @@ from pathlib import Path
 from typing import Any
 
 REQUIRED_FILES = ("tokenizer", "encoder", "nli", "paraphrase")
+# Optional: encoder.onnx also outputs `features` and this graph maps them to embeddings, so
+# that the windows of a long text are pooled as the model pools one (the card's `windows`).
+PROJECTION = "projection"
 REQUIRED_KEYS = ("name", "version", "dim", "max_tokens", "files", "labels", "paraphrase_threshold")
 NLI_LABELS = frozenset({"entailment", "neutral", "contradiction"})
 
@@ -53,6 +56,15 @@ class Bundle:
         return isinstance(graph, dict) and graph.get("sorts_by_length") is True
 
     @property
+    def pools_features(self) -> bool:
+        """Whether a long text's windows are max-pooled over the encoder's `features`, then
+        projected (a projection file and `windows.pooling: max` in the card); if not, its
+        vector is the mean of its windows' vectors, weighted by the tokens each adds."""
+        windows = self.card.get("windows")
+        pooling = windows.get("pooling") if isinstance(windows, dict) else None
+        return PROJECTION in self.files and pooling == "max"
+
+    @property
     def nli_labels(self) -> list[str]:
         """NLI labels in logit order."""
         return list(self.card["labels"]["nli"])
@@ -76,7 +88,8 @@ def load_bundle(path: Path | str) -> Bundle:
     folder = Path(path)
     card = _read_card(folder)
     _check_card(card, folder)
-    files = {role: folder / str(card["files"][role]) for role in REQUIRED_FILES}
+    roles = [*REQUIRED_FILES, *([PROJECTION] if PROJECTION in card["files"] else [])]
+    files = {role: folder / str(card["files"][role]) for role in roles}
     for role, file in files.items():
         if not file.is_file():
             raise BundleError(f"bundle {folder}: {role} file {file.name} is missing")
@@ -115,6 +128,8 @@ def _check_card(card: dict[str, Any], folder: Path) -> None:
         not isinstance(files.get(r), str) for r in REQUIRED_FILES
     ):
         raise fail(f"files must name each of {', '.join(REQUIRED_FILES)}")
+    if not isinstance(files.get(PROJECTION, ""), str):
+        raise fail(f"files.{PROJECTION} must name a file")
     _check_labels(card["labels"], fail)
     threshold = card["paraphrase_threshold"]
     if not isinstance(threshold, int | float) or not 0.0 <= threshold <= 1.0:

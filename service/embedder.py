@@ -1,7 +1,8 @@
 """The embedding service object: checks request limits, tokenises, queues, and waits for the rows.
 
 Routes call `Embedder.embed`; it hands the batcher only inputs known to be valid (non-empty
-token rows within the limits) and gives back raw (unnormalised) vectors in input order.
+token rows within the limits) and gives back raw (unnormalised) vectors in input order, and
+each input's window vectors with their character spans when asked.
 """
 
 from __future__ import annotations
@@ -28,9 +29,10 @@ from service.jobs import Job
 from service.logs import current_request_id
 from service.schemas import CONTROL_CLASS
 from service.tokenization import Encoded, TextTokenizer
-from service.windows import default_overlap, split
+from service.windows import WindowVector, default_overlap, split, window_vectors
 
 Disconnected = Callable[[], Awaitable[Any]]
+Project = Callable[[np.ndarray], np.ndarray]  # pooled features [rows, F] -> vectors [rows, dim]
 WATCH_AFTER_S = 0.1  # a request still waiting after this long starts watching its connection
 # Control characters (Unicode category Cc) other than tab, line feed, vertical tab, form feed
 # and carriage return, which real text holds: an input with one is refused, not guessed at.
@@ -54,14 +56,27 @@ class Embeddings:
     tokens: int  # tokens of the inputs that were embedded (after truncation, if asked)
     windows: int = 0  # encoder rows: one per input, more for inputs past the model's limit
     truncated: int = 0  # inputs cut at the model's limit (only when the request asked)
+    by_window: list[list[WindowVector]] | None = None  # each input's windows, when asked
 
 
 class Embedder:
     """Texts in, embeddings out, through the tokenizer and the batcher."""
 
-    def __init__(self, tokenizer: TextTokenizer, batcher: Batcher, limits: RequestLimits) -> None:
+    def __init__(
+        self,
+        tokenizer: TextTokenizer,
+        batcher: Batcher,
+        limits: RequestLimits,
+        dim: int,
+        project: Project | None = None,
+    ) -> None:
+        """`dim`: the vectors' width (the batcher's rows may carry pooled features after it);
+        `project`: maps the max-pooled features of a long text's windows to its vector (None:
+        the bundle has no features, and windows are averaged)."""
         self._tokenizer = tokenizer
         self._batcher = batcher
+        self._dim = dim
+        self._project = project
         self.limits = limits
         self.overlap = default_overlap(tokenizer.max_tokens)
         self.accepting = False  # set by the lifecycle: after warm-up, until draining
@@ -76,6 +91,7 @@ class Embedder:
         name_of: Callable[[int], str] | None = None,
         max_inputs: int | None = None,
         disconnected: Disconnected | None = None,
+        by_window: bool = False,
     ) -> Embeddings:
         """Embeddings of `texts`; `param` names the request field in error messages.
 
@@ -83,7 +99,8 @@ class Embedder:
         refuses it, and `keep_last` cuts from the start (`service.windows`);
         `name_of(i)` names text i in messages (default `param[i]`);
         `max_inputs` overrides the request limit (pair routes send two texts per pair);
-        `disconnected` (the ASGI `receive`) returns when the client leaves; its work is dropped then.
+        `disconnected` (the ASGI `receive`) returns when the client leaves; its work is dropped then;
+        `by_window`: each input's window vectors and character spans too (`service.windows`).
         """
         if not self.accepting:
             raise NotReady("the service is not ready (starting or draining)")
@@ -99,8 +116,13 @@ class Embedder:
         )
         deadline = time.monotonic() + self.limits.timeout_s
         job = self._batcher.submit(windows.rows, deadline, request_id=current_request_id())
-        vectors = windows.pool(await self._wait(job, disconnected))
-        return Embeddings(vectors, windows.tokens, len(windows.rows), windows.truncated)
+        rows = await self._wait(job, disconnected)
+        vectors = windows.pool(rows, self._dim, self._project)
+        found = None
+        if by_window:
+            offsets = await asyncio.to_thread(self._tokenizer.offsets, texts)
+            found = window_vectors(windows, rows[:, : self._dim], texts, offsets)
+        return Embeddings(vectors, windows.tokens, len(windows.rows), windows.truncated, found)
 
     def tokens(self, texts: list[str], add_special_tokens: bool = True) -> list[list[dict]]:
         """/tokenize: each text's tokens, within the same limits and checks as `embed`."""

@@ -1,7 +1,8 @@
 """The inference engine: the only module that imports onnxruntime.
 
 A small interface in the manner of text-embeddings-inference's `Backend`: `embed` runs the
-encoder on a padded batch, `predict` runs a pair head, `warm_up` proves both work. Everything
+encoder on a padded batch, `predict` runs a pair head, `project` maps pooled features to
+embeddings (bundles with a projection graph), `warm_up` proves they work. Everything
 that depends on the device is decided here: the execution provider (`auto` takes CUDA where
 ONNX Runtime can run it, else the CPU), the batch limits that fit it (`DeviceLimits`), and how
 many batches run at once with how many threads each (`Parallelism`, measured when `auto`).
@@ -24,7 +25,7 @@ from typing import Literal
 import numpy as np
 import onnxruntime as ort
 
-from service.bundle import Bundle, BundleError
+from service.bundle import PROJECTION, Bundle, BundleError
 from service.planner import pad_rows
 
 log = logging.getLogger("service.engine")
@@ -34,6 +35,7 @@ CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
 ENCODER_INPUTS = ("input_ids", "lengths")
 HEAD_INPUTS = ("u", "v")
+FEATURES = "features"  # the encoder's optional output: pooled states before its projection
 # An encoder built by models/onnx_graph.py sorts a batch by length and runs it in chunks of
 # `chunk_rows` rows. That pays on a CPU, where every row costs; on a GPU rows run in
 # parallel and each chunk is one more pass of sequential steps, so there the batch is one chunk.
@@ -99,6 +101,8 @@ class Engine:
         encoder: bool = True,
     ) -> None:
         self.dim = bundle.dim
+        self.features = 0  # width of the pooled features `embed` appends to each row (0: none)
+        self._outputs = ["embeddings"]
         self._bundle = bundle
         self.provider = "cpu"
         self.parallelism = Parallelism(runners or 1, intra_op_threads or 1)
@@ -108,6 +112,9 @@ class Engine:
             opened = intra_op_threads or 1
             self._encoder, self.provider = _open_encoder(bundle, provider, opened)
             _check_io(bundle, "encoder", self._encoder, ENCODER_INPUTS, "embeddings")
+            if bundle.pools_features:
+                _check_io(bundle, "encoder", self._encoder, ENCODER_INPUTS, FEATURES)
+                self._outputs.append(FEATURES)
             sessions = {opened: self._encoder}
             if intra_op_threads is None or runners is None:
                 self._encoder, self.parallelism = self._tune(sessions, intra_op_threads, runners)
@@ -120,6 +127,11 @@ class Engine:
         }
         for head, session in self._heads.items():
             _check_io(bundle, head, session, HEAD_INPUTS, "logits")
+        self._projection: ort.InferenceSession | None = None
+        if bundle.pools_features:
+            self._projection = _session(bundle.files[PROJECTION], [CPU], threads=1)
+            _check_io(bundle, PROJECTION, self._projection, (FEATURES,), "embeddings")
+            self.features = _width(self._projection)
 
     @property
     def device_limits(self) -> DeviceLimits:
@@ -131,13 +143,21 @@ class Engine:
         return limits
 
     def embed(self, input_ids: np.ndarray, lengths: np.ndarray, alone: bool = False) -> np.ndarray:
-        """Pooled, unnormalised embeddings [rows, dim] of a padded int64 batch [rows, seq];
+        """Pooled, unnormalised embeddings [rows, dim] of a padded int64 batch [rows, seq], each
+        row followed by its pooled features where the bundle has them ([rows, dim + features]);
         `alone`: no other batch runs now, so this one may take every core."""
         session = self._alone if alone and self._alone is not None else self._encoder
         if session is None:
             raise EngineError("this engine has no encoder session (opened for the heads only)")
         feeds = {"input_ids": input_ids, "lengths": lengths}
-        return session.run(["embeddings"], feeds)[0]
+        out = session.run(self._outputs, feeds)
+        return out[0] if len(out) == 1 else np.concatenate(out, axis=1)
+
+    def project(self, features: np.ndarray) -> np.ndarray:
+        """Embeddings [rows, dim] of pooled features [rows, features] (the encoder's last layer)."""
+        if self._projection is None:
+            raise EngineError("this bundle has no projection graph")
+        return self._projection.run(["embeddings"], {FEATURES: features})[0]
 
     def predict(self, head: Head, u: np.ndarray, v: np.ndarray) -> np.ndarray:
         """Logits [rows, classes] of a pair head on embeddings `u` and `v` [rows, dim]."""
@@ -153,12 +173,13 @@ class Engine:
         ids, lengths = pad_rows(sample, pad_id)
         batch = self.embed(ids, lengths)
         where = f"bundle {self._bundle.path}"
-        if batch.shape != (len(sample), self.dim) or not np.isfinite(batch).all():
-            raise BundleError(
-                f"{where}: encoder gave {batch.shape}, not ({len(sample)}, {self.dim})"
-            )
+        width = self.dim + self.features
+        if batch.shape != (len(sample), width) or not np.isfinite(batch).all():
+            raise BundleError(f"{where}: encoder gave {batch.shape}, not ({len(sample)}, {width})")
+        self._check_projection(batch)
+        batch = np.ascontiguousarray(batch[:, : self.dim])
         for i, row in enumerate(sample):
-            alone = self.embed(np.array([row], dtype=np.int64), lengths[i : i + 1])[0]
+            alone = self.embed(np.array([row], dtype=np.int64), lengths[i : i + 1])[0, : self.dim]
             distance = relative_distance(alone, batch[i])
             if distance > PARITY_TOLERANCE:
                 raise BundleError(
@@ -171,6 +192,20 @@ class Engine:
             logits = self.predict(head, batch, batch[::-1].copy())
             if logits.shape != (len(sample), len(labels[head])) or not np.isfinite(logits).all():
                 raise BundleError(f"{where}: {head} head gave logits of shape {logits.shape}")
+
+    def _check_projection(self, rows: np.ndarray) -> None:
+        """The projection of the encoder's features gives its embeddings (BundleError if not)."""
+        if self._projection is None:
+            return
+        projected = self.project(np.ascontiguousarray(rows[:, self.dim :]))
+        distance = max(
+            relative_distance(a, b) for a, b in zip(rows[:, : self.dim], projected, strict=True)
+        )
+        if distance > PARITY_TOLERANCE:
+            raise BundleError(
+                f"bundle {self._bundle.path}: {PROJECTION} of the encoder's features differs "
+                f"from its embeddings by {distance:.2e} relative"
+            )
 
     def _open_alone(self) -> None:
         """On the CPU, with the threads left to `auto`: the session a batch takes when it runs
@@ -390,6 +425,14 @@ def _check_io(
             f"bundle {bundle.path}: {role} takes {list(names)} and gives {outputs}; "
             f"the contract is {list(inputs)} -> {output}"
         )
+
+
+def _width(session: ort.InferenceSession) -> int:
+    """The fixed width of a session's first input ([batch, width])."""
+    width = session.get_inputs()[0].shape[1]
+    if not isinstance(width, int):
+        raise BundleError(f"{PROJECTION} input has no fixed width ({width!r})")
+    return width
 
 
 def runtime_version() -> str:

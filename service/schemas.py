@@ -56,6 +56,24 @@ class EmbedRequest(_TextOptions):
 
     inputs: Text | Texts = Field(description="one text or a list of texts")
     normalize: bool = Field(True, description="scale each vector to unit length")
+    windows: bool = Field(
+        False,
+        description=(
+            "answer each input's windows instead of one vector per input: per input, a list of "
+            "{start, stop, tokens, embedding}, the window's character span [start, stop) in "
+            "the input, its tokens and its vector (what the input's characters in that span "
+            "alone are embedded to); an input within the token limit is one window"
+        ),
+    )
+
+
+class EmbedWindow(BaseModel):
+    """One window of an input, in the answer of POST /embed with `windows: true`."""
+
+    start: int = Field(description="first character of the window in the input")
+    stop: int = Field(description="one past its last character")
+    tokens: int = Field(description="its tokens")
+    embedding: list[float]
 
 
 class TokenizeRequest(_Request):

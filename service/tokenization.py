@@ -66,6 +66,11 @@ class TextTokenizer:
         """
         return Encoded(ids=[encoding.ids for encoding in self._tokenizer.encode_batch_fast(texts)])
 
+    def offsets(self, texts: list[str]) -> list[list[tuple[int, int]]]:
+        """Each token's character span [start, stop) in its text, as `encode` cuts the texts
+        (blocking; only for the requests that ask where their windows lie)."""
+        return [encoding.offsets for encoding in self._tokenizer.encode_batch(texts)]
+
     def tokens(self, texts: list[str], add_special_tokens: bool) -> list[list[dict[str, Any]]]:
         """Each text's tokens as text-embeddings-inference's /tokenize lists them: id, text,
         whether special, and the character span (None for a special token)."""

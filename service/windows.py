@@ -2,8 +2,13 @@
 
 A text of at most `max_tokens` tokens is one encoder row, as it always was. A longer one becomes
 windows of `max_tokens` tokens, each overlapping the previous by `overlap` tokens so that no
-sentence is only ever seen cut in two, and its vector is the mean of its windows' vectors,
-weighted by the new tokens each window brings. What a request may ask instead:
+sentence is only ever seen cut in two. Its vector is made as the model makes one text's: where
+the bundle has pooled features (`Bundle.pools_features`), the max over its windows' features,
+then the projection, which is what one window as long as the text would give with max pooling
+(up to the states a GRU carries across a window's edge); for a bundle without them, the mean
+of its windows' vectors, weighted by the new tokens each window brings. Each window's own
+vector and character span can be asked for too (`window_vectors`). What a request may ask
+instead:
 
 - `truncate: true`: its first `max_tokens` tokens only (text-embeddings-inference's meaning),
   or its last with `truncation_direction: left`;
@@ -17,7 +22,7 @@ sentence) cost exactly what they cost before windows existed.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,15 +39,79 @@ class Windows:
     weights: np.ndarray | None  # each row's share of its text's vector (None: one row per text)
     tokens: int  # tokens of the texts that were embedded (overlaps counted once)
     truncated: int  # texts cut at the limit because the request asked to truncate
+    starts: list[int] | None = None  # each row's first token in its text (None: all 0)
 
-    def pool(self, vectors: np.ndarray) -> np.ndarray:
-        """One vector per text from one vector per row (rows of a text: their weighted mean)."""
+    def pool(
+        self, rows: np.ndarray, dim: int, project: Callable[[np.ndarray], np.ndarray] | None = None
+    ) -> np.ndarray:
+        """One vector [texts, dim] per text from the encoder's rows: [rows, dim], or [rows,
+        dim + features] with `project` mapping pooled features to vectors. A text of one row
+        takes that row's vector; the rows of a longer text are max-pooled over their features,
+        then projected, or without features averaged with their weights."""
+        if self.owners is None and rows.shape[1] == dim:
+            return rows
+        vectors = rows[:, :dim]
         if self.owners is None:
-            return vectors
+            return np.ascontiguousarray(vectors)
+        if project is None or rows.shape[1] == dim:
+            return self._mean(vectors)
         texts = int(self.owners[-1]) + 1
-        pooled = np.zeros((texts, vectors.shape[1]), dtype=np.float32)
-        np.add.at(pooled, self.owners, vectors * self.weights[:, None])
+        first = np.searchsorted(self.owners, np.arange(texts))
+        many = np.flatnonzero(np.bincount(self.owners, minlength=texts) > 1)
+        pooled = np.ascontiguousarray(vectors[first])
+        if len(many):
+            features = np.maximum.reduceat(rows[:, dim:], first, axis=0)[many]
+            pooled[many] = project(np.ascontiguousarray(features))
         return pooled
+
+    def _mean(self, vectors: np.ndarray) -> np.ndarray:
+        texts = int(self.owners[-1]) + 1  # type: ignore[index]
+        pooled = np.zeros((texts, vectors.shape[1]), dtype=np.float32)
+        np.add.at(pooled, self.owners, vectors * self.weights[:, None])  # type: ignore[index]
+        return pooled
+
+    def spans(self, texts: int) -> list[list[tuple[int, int]]]:
+        """Each of the `texts` texts' rows as token ranges (start, stop) in it, in order."""
+        out: list[list[tuple[int, int]]] = [[] for _ in range(texts)]
+        owners = self.owners if self.owners is not None else range(len(self.rows))
+        starts = self.starts or [0] * len(self.rows)
+        for owner, start, row in zip(owners, starts, self.rows, strict=True):
+            out[int(owner)].append((start, start + len(row)))
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class WindowVector:
+    """One window of a text: its character span [start, stop) in the text, its tokens, its
+    vector (what the text's characters in that span alone would be embedded to)."""
+
+    start: int
+    stop: int
+    tokens: int
+    vector: np.ndarray
+
+
+def window_vectors(
+    windows: Windows,
+    vectors: np.ndarray,
+    texts: Sequence[str],
+    offsets: Sequence[Sequence[tuple[int, int]]],
+) -> list[list[WindowVector]]:
+    """Each text's windows with their vectors ([rows, dim], in row order) and character spans
+    (from each token's character `offsets`): a text's first window starts at its first
+    character and its last ends at its last, so that the spans cover the text in order."""
+    out: list[list[WindowVector]] = []
+    row = 0
+    for text, spans, marks in zip(texts, windows.spans(len(texts)), offsets, strict=True):
+        last = len(spans) - 1
+        items = []
+        for k, (first, stop) in enumerate(spans):
+            begin = 0 if k == 0 else marks[first][0]
+            end = len(text) if k == last else marks[stop - 1][1]
+            items.append(WindowVector(begin, end, stop - first, vectors[row]))
+            row += 1
+        out.append(items)
+    return out
 
 
 def default_overlap(size: int) -> int:
@@ -85,7 +154,9 @@ def split(
         )
     if truncate:
         cut = [row[-size:] if keep_last else row[:size] for row in ids]
-        return Windows(cut, None, None, sum(map(len, cut)), sum(len(r) > size for r in ids))
+        starts = [len(row) - len(c) if keep_last else 0 for row, c in zip(ids, cut, strict=True)]
+        truncated = sum(len(r) > size for r in ids)
+        return Windows(cut, None, None, sum(map(len, cut)), truncated, starts)
     return _windows(ids, size, overlap)
 
 
@@ -93,12 +164,13 @@ def _windows(ids: list[list[int]], size: int, overlap: int) -> Windows:
     rows: list[list[int]] = []
     owners: list[int] = []
     weights: list[float] = []
+    firsts: list[int] = []
     for text, row in enumerate(ids):
         covered = 0  # tokens of this text in the windows so far
-        starts = window_starts(len(row), size, overlap)
-        for start in starts:
+        for start in window_starts(len(row), size, overlap):
             rows.append(row[start : start + size])
             owners.append(text)
+            firsts.append(start)
             end = min(start + size, len(row))
             weights.append((end - max(start, covered)) / len(row))  # the tokens it adds
             covered = end
@@ -108,4 +180,5 @@ def _windows(ids: list[list[int]], size: int, overlap: int) -> Windows:
         np.asarray(weights, dtype=np.float32),
         sum(map(len, ids)),
         0,
+        firsts,
     )

@@ -83,10 +83,10 @@ def build_tiny_bundle(out: Path, pooling: str = "max", seed: int = 0) -> Path:
     """A complete bundle with a small randomly initialised GenSen encoder (dim 32)."""
     import torch
 
+    from models.checkpoint import build_model
     from models.config import TrainConfig
     from models.encoder import EncoderConfig
     from models.export import export_bundle
-    from models.train import build_model
     from models.vocabulary import train_tokenizer
 
     tokenizer = train_tokenizer(tiny_sentences(), vocab_size=200)

@@ -4,7 +4,7 @@ Needs only httpx and numpy. The bulk command (`python -m gensen_client embed ...
 tqdm, and pyarrow for Parquet: `pip install "./client[bulk]"`.
 """
 
-from gensen_client._core import RetryPolicy, Stats
+from gensen_client._core import RetryPolicy, Stats, Window
 from gensen_client.client import AsyncClient, Client
 from gensen_client.errors import (
     ConnectionFailed,
@@ -33,5 +33,6 @@ __all__ = [
     "TooLarge",
     "Unauthorized",
     "Unavailable",
+    "Window",
     "__version__",
 ]

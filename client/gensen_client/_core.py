@@ -189,6 +189,42 @@ def concatenate(parts: list[list[Any]]) -> list[Any]:
     return [item for part in parts for item in part]
 
 
+@dataclass(frozen=True)
+class Window:
+    """One window of a text: its character span [start, stop), its tokens and its vector."""
+
+    start: int
+    stop: int
+    tokens: int
+    embedding: np.ndarray
+
+
+def decode_windows(answer: Any) -> list[list[Window]]:
+    """`/embed`'s answer with `windows: true` -> each text's windows, in order."""
+    return [
+        [
+            Window(w["start"], w["stop"], w["tokens"], np.asarray(w["embedding"], dtype=np.float32))
+            for w in windows
+        ]
+        for windows in answer
+    ]
+
+
+def windows_plan(texts: list[str], size: int, normalize: bool) -> Plan:
+    """Each text's window vectors and spans, from /embed with `windows: true`."""
+    parts = chunks(len(texts), size)
+    calls = [
+        Call(
+            "/embed",
+            {"inputs": texts[part], "normalize": normalize, "windows": True},
+            decode_windows,
+            span,
+        )
+        for part, span in zip(parts, spans(parts), strict=True)
+    ]
+    return Plan(calls, concatenate)
+
+
 def embed_plan(texts: list[str], size: int, normalize: bool, truncate: bool | None) -> Plan:
     """Unit vectors come from /v1/embeddings as base64 (no float parsing); raw vectors and
     explicit truncation need /embed."""

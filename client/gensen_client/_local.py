@@ -32,14 +32,15 @@ def local_embedder(
     engine = Engine(bundle, provider="auto", intra_op_threads=threads, runners=1)
     tokenizer = TextTokenizer(bundle.files["tokenizer"], bundle.max_tokens)
     overlap = default_overlap(bundle.max_tokens)
+    project = engine.project if bundle.pools_features else None
 
     def embed(texts: list[str]) -> np.ndarray:
         windows = split(tokenizer.encode(texts).ids, bundle.max_tokens, None, overlap, str)
         rows = windows.rows
-        out = np.empty((len(rows), bundle.dim), dtype=np.float32)
+        out = np.empty((len(rows), bundle.dim + engine.features), dtype=np.float32)
         for start in range(0, len(rows), BATCH_ROWS):
             ids, lengths = pad_rows(rows[start : start + BATCH_ROWS], tokenizer.pad_id)
             out[start : start + len(ids)] = engine.embed(ids, lengths)
-        return normalize(windows.pool(out))
+        return normalize(windows.pool(out, bundle.dim, project))
 
     return embed, {"model": f"{bundle.name} {bundle.version}", "max_chars": None}

@@ -27,7 +27,7 @@ import httpx
 import numpy as np
 
 from gensen_client import _core
-from gensen_client._core import Call, Plan, RetryPolicy, Stats
+from gensen_client._core import Call, Plan, RetryPolicy, Stats, Window
 
 
 class _Settings:
@@ -120,6 +120,14 @@ class Client(_ClientBase):
         """Vectors float32 [len(texts), dim], in order; `truncate` as the service's /embed."""
         items = _core.as_list(texts)
         return self._run(_core.embed_plan(items, self.max_inputs(), normalize, truncate))
+
+    def embed_windows(
+        self, texts: str | Sequence[str], *, normalize: bool = True
+    ) -> list[list[Window]]:
+        """Each text's windows in order (character span, tokens, vector): passage vectors of
+        long texts without chunking them here; a text within the model's limit is one window."""
+        items = _core.as_list(texts)
+        return self._run(_core.windows_plan(items, self.max_inputs(), normalize))
 
     def similarity(self, source: str, sentences: Sequence[str]) -> np.ndarray:
         """Cosine of `source` with each of `sentences`, float32 [len(sentences)]."""
@@ -217,6 +225,13 @@ class AsyncClient(_ClientBase):
         items = _core.as_list(texts)
         size = await self.max_inputs()
         return await self._run(_core.embed_plan(items, size, normalize, truncate))
+
+    async def embed_windows(
+        self, texts: str | Sequence[str], *, normalize: bool = True
+    ) -> list[list[Window]]:
+        """As `Client.embed_windows`."""
+        items = _core.as_list(texts)
+        return await self._run(_core.windows_plan(items, await self.max_inputs(), normalize))
 
     async def similarity(self, source: str, sentences: Sequence[str]) -> np.ndarray:
         """Cosine of `source` with each of `sentences`, float32 [len(sentences)]."""

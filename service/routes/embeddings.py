@@ -11,7 +11,13 @@ from service.errors import INFERENCE_ERRORS, InvalidInput, error_responses
 from service.heads import cosine, normalize
 from service.routes.deps import DirectRoute, json_body, json_response, read_body, runtime_of
 from service.runtime import Runtime
-from service.schemas import EmbedRequest, RootRequest, SimilarityInputs, SimilarityRequest
+from service.schemas import (
+    EmbedRequest,
+    EmbedWindow,
+    RootRequest,
+    SimilarityInputs,
+    SimilarityRequest,
+)
 
 router = APIRouter(route_class=DirectRoute, tags=["embeddings"])
 TextOptions = EmbedRequest | SimilarityRequest | RootRequest
@@ -19,13 +25,14 @@ TextOptions = EmbedRequest | SimilarityRequest | RootRequest
 
 @router.post(
     "/embed",
-    response_model=list[list[float]],
+    response_model=list[list[float]] | list[list[EmbedWindow]],
     responses=error_responses(*INFERENCE_ERRORS),
     summary="Embed one text or a list of texts",
     openapi_extra=json_body(EmbedRequest),
 )
 async def embed(request: Request) -> Response:
-    """One vector per input, in input order (unit length unless `normalize` is false)."""
+    """One vector per input, in input order (unit length unless `normalize` is false); with
+    `windows`, each input's windows, their character spans and vectors."""
     return await _embed(request, await read_body(request, EmbedRequest))
 
 
@@ -60,14 +67,34 @@ async def root(request: Request) -> Response:
 async def _embed(request: Request, body: EmbedRequest | RootRequest) -> Response:
     runtime = runtime_of(request)
     texts = [body.inputs] if isinstance(body.inputs, str) else body.inputs
+    by_window = isinstance(body, EmbedRequest) and body.windows
     result = await runtime.embedder.embed(
         prompted(runtime, body, texts),
         truncate=body.truncate,
         keep_last=body.truncation_direction.lower() == "left",
         disconnected=request.receive,
+        by_window=by_window,
     )
+    if result.by_window is not None:
+        return json_response(_windows(result, body.normalize), headers=usage_headers(result))
     vectors = normalize(result.vectors) if body.normalize else result.vectors
     return json_response(vectors, headers=usage_headers(result))
+
+
+def _windows(result: Embeddings, unit: bool) -> list[list[dict[str, object]]]:
+    """Each input's windows as /embed answers them with `windows: true`."""
+    return [
+        [
+            {
+                "start": w.start,
+                "stop": w.stop,
+                "tokens": w.tokens,
+                "embedding": normalize(w.vector[None])[0] if unit else w.vector,
+            }
+            for w in windows
+        ]
+        for windows in result.by_window or []
+    ]
 
 
 async def _similarity(request: Request, body: TextOptions, inputs: SimilarityInputs) -> Response:

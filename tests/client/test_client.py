@@ -53,6 +53,22 @@ def test_embed_splits_long_lists_and_keeps_their_order(service: ServiceProcess) 
     assert vectors.dtype == np.float32
 
 
+def test_embed_windows_gives_each_texts_windows_in_order(service: ServiceProcess) -> None:
+    """Over the split into requests of MAX_INPUTS texts, each text keeps its windows; a long
+    text's windows embed as their spans' characters alone do."""
+    long = " ".join(tiny_sentences(12, seed=5))  # past the tiny bundle's 32 tokens
+    texts = [*tiny_sentences(9, seed=4), long]
+    with Client(service.url) as client:
+        found = client.embed_windows(texts)
+        alone = client.embed([long[w.start : w.stop] for w in found[-1]])
+    assert [len(windows) for windows in found[:-1]] == [1] * 9
+    assert len(found[-1]) > 1
+    assert (found[-1][0].start, found[-1][-1].stop) == (0, len(long))
+    vectors = np.array([w.embedding for w in found[-1]])
+    assert (vectors * alone).sum(axis=1).min() >= 0.999
+    np.testing.assert_allclose(found[0][0].embedding, served_embed(service.url, texts[:1])[0])
+
+
 def test_async_client_gives_the_same_answers(service: ServiceProcess) -> None:
     texts = tiny_sentences(20, seed=4)
     pairs = list(zip(texts[::2], texts[1::2], strict=True))

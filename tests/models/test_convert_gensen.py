@@ -60,7 +60,7 @@ def test_converted_bundle_reproduces_the_original_encoder(tmp_path, layers, pool
     for i, e in enumerate(encodings):
         ids[i, : len(e.ids)] = e.ids
     lengths = np.array([len(e.ids) for e in encodings], dtype=np.int64)
-    (vectors,) = session.run(None, {"input_ids": ids, "lengths": lengths})
+    (vectors,) = session.run(["embeddings"], {"input_ids": ids, "lengths": lengths})
     # the embedding is stored as float16 in the bundle; compare against the same rounding
     with torch.no_grad():
         embedding.weight.copy_(embedding.weight.half().float())

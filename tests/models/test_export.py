@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -11,7 +13,7 @@ import pytest
 import torch
 
 from models.encoder import PAD_ID, EncoderConfig, GensenEncoder
-from models.export import export_encoder, round_embeddings_to_half
+from models.export import PROJECTION_FILE, add_features, export_encoder, round_embeddings_to_half
 from models.onnx_graph import build_encoder_graph
 from models.vocabulary import pad_batch
 
@@ -36,7 +38,7 @@ def test_onnx_matches_torch_on_random_mixed_length_batches(exported):
     rng = np.random.default_rng(0)
     for rows, longest in [(1, 1), (5, 9), (16, 60), (37, 25), (64, 30)]:
         ids, lengths = _random_batch(rng, rows, longest)
-        (got,) = session.run(None, {"input_ids": ids, "lengths": lengths})
+        (got,) = session.run(["embeddings"], {"input_ids": ids, "lengths": lengths})
         with torch.no_grad():
             want = encoder(torch.from_numpy(ids), torch.from_numpy(lengths)).numpy()
         assert np.abs(got - want).max() < 1e-5
@@ -52,7 +54,7 @@ def test_length_sorted_chunks_keep_rows_in_order(chunk_rows):
     rng = np.random.default_rng(3)
     for rows in (1, 5, 11):
         ids, lengths = _random_batch(rng, rows, 40)
-        (got,) = session.run(None, {"input_ids": ids, "lengths": lengths})
+        (got,) = session.run(["embeddings"], {"input_ids": ids, "lengths": lengths})
         with torch.no_grad():
             want = encoder(torch.from_numpy(ids), torch.from_numpy(lengths)).numpy()
         assert np.abs(got - want).max() < 1e-5
@@ -62,10 +64,10 @@ def test_onnx_row_independent_of_padding_and_batch(exported):
     _, session, _ = exported
     rng = np.random.default_rng(1)
     ids, lengths = _random_batch(rng, 8, 50)
-    (batch,) = session.run(None, {"input_ids": ids, "lengths": lengths})
+    (batch,) = session.run(["embeddings"], {"input_ids": ids, "lengths": lengths})
     for i in range(8):
         alone = ids[i : i + 1, : lengths[i]]
-        (single,) = session.run(None, {"input_ids": alone, "lengths": lengths[i : i + 1]})
+        (single,) = session.run(["embeddings"], {"input_ids": alone, "lengths": lengths[i : i + 1]})
         assert np.abs(single[0] - batch[i]).max() < 1e-5
 
 
@@ -119,3 +121,55 @@ def test_pair_heads_export_and_match_torch(hidden, tmp_path):
     (logits,) = session.run(None, {"u": u.numpy(), "v": v.numpy()})
     with torch.no_grad():
         np.testing.assert_allclose(logits, head(u, v).numpy(), atol=1e-5)
+
+
+def test_features_projected_on_their_own_give_the_embeddings(exported):
+    encoder, session, path = exported
+    ids, lengths = _random_batch(np.random.default_rng(2), 9, 20)
+    embeddings, features = session.run(None, {"input_ids": ids, "lengths": lengths})
+    with torch.no_grad():
+        pooled = encoder.pool(
+            encoder.token_states(torch.from_numpy(ids), torch.from_numpy(lengths)),
+            torch.from_numpy(lengths),
+        ).numpy()
+    np.testing.assert_allclose(features, pooled, atol=1e-5)
+    projection = ort.InferenceSession(
+        str(path.parent / PROJECTION_FILE), providers=["CPUExecutionProvider"]
+    )
+    (projected,) = projection.run(None, {"features": features})
+    np.testing.assert_allclose(projected, embeddings, atol=1e-5)
+
+
+def test_tiny_bundle_card_says_how_windows_pool(tiny_bundle):
+    card = json.loads((tiny_bundle / "model.json").read_text())
+    assert card["files"]["projection"] == PROJECTION_FILE
+    assert card["windows"]["pooling"] == "max"
+
+
+def test_add_features_gives_an_older_bundle_the_same_outputs(tiny_bundle, tmp_path):
+    """A bundle exported before features existed (encoder without the output, no projection
+    file) gets both, and its embeddings do not move."""
+    old = Path(shutil.copytree(tiny_bundle, tmp_path / "old"))
+    card = json.loads((old / "model.json").read_text())
+    del card["files"]["projection"], card["windows"]
+    (old / "model.json").write_text(json.dumps(card))
+    (old / PROJECTION_FILE).unlink()
+    graph = onnx.load(str(old / "encoder.onnx"))
+    graph.graph.output.pop()  # features
+    graph.graph.node.remove(next(n for n in graph.graph.node if list(n.output) == ["features"]))
+    onnx.save(graph, str(old / "encoder.onnx"))
+    rng = np.random.default_rng(3)
+    ids, lengths = pad_batch([list(rng.integers(4, 60, n)) for n in (12, 3, 7)], PAD_ID)
+    feeds = {"input_ids": ids, "lengths": lengths}
+    before = ort.InferenceSession(str(old / "encoder.onnx")).run(None, feeds)
+    assert len(before) == 1
+    add_features(old)
+    after = ort.InferenceSession(str(old / "encoder.onnx")).run(None, feeds)
+    np.testing.assert_array_equal(after[0], before[0])
+    (projected,) = ort.InferenceSession(str(old / PROJECTION_FILE)).run(
+        None, {"features": after[1]}
+    )
+    np.testing.assert_allclose(projected, before[0], atol=1e-5)
+    card = json.loads((old / "model.json").read_text())
+    assert card["files"]["projection"] == PROJECTION_FILE
+    assert card["windows"]["pooling"] == "max"

@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 import torch
 
+from models.checkpoint import build_model
 from models.config import Phase, TrainConfig
 from models.data import read_stsb
 from models.encoder import EncoderConfig
 from models.tasks import TaskData, build_tasks
-from models.train import TaskSampler, build_model, learning_rate, train
+from models.train import TaskSampler, learning_rate, train
 from models.vocabulary import train_tokenizer
 
 

@@ -109,7 +109,7 @@ def settings(tiny_bundle: Path) -> Callable[..., Settings]:
 
     def make(**overrides: Any) -> Settings:
         fixed = {"provider": "cpu", "intra_op_threads": 1, "batch_runners": 2}
-        return Settings(bundle=tiny_bundle, **{**fixed, **overrides})
+        return Settings(**{"bundle": tiny_bundle, **fixed, **overrides})
 
     return make
 

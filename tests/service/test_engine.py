@@ -69,7 +69,7 @@ def test_embeddings_do_not_depend_on_batch_or_padding(
 ) -> None:
     rows = tokenizer.encode(SENTENCES).ids
     together = engine.embed(*padded(rows, tokenizer.pad_id))
-    assert together.shape == (3, engine.dim)
+    assert together.shape == (3, engine.dim + engine.features)
     assert together.dtype == np.float32
     for i, row in enumerate(rows):
         alone = engine.embed(*padded([row], tokenizer.pad_id))
@@ -121,7 +121,7 @@ def _gru_runs_and_output(
     for name, value in initializers.items():
         options.add_initializer(name, value)
     session = ort.InferenceSession(str(encoder), options, providers=["CPUExecutionProvider"])
-    (out,) = session.run(None, {"input_ids": ids, "lengths": lengths})
+    (out,) = session.run(["embeddings"], {"input_ids": ids, "lengths": lengths})
     events = json.loads(Path(session.end_profiling()).read_text())
     runs = sum(1 for e in events if e.get("args", {}).get("op_name") == "GRU")
     return runs, out
@@ -191,10 +191,50 @@ def _encoder_graph(vocab: int, dim: int, *, pool_pads: bool, batch_noise: float)
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=9)
 
 
-def _bundle_with_encoder(tiny_bundle: Path, tmp_path: Path, model: onnx.ModelProto) -> Path:
+def _bundle_with_encoder(
+    tiny_bundle: Path, tmp_path: Path, model: onnx.ModelProto, features: bool = False
+) -> Path:
+    """A copy of the tiny bundle with `model` as its encoder; without `features`, its card no
+    longer names the projection (a bundle exported before features existed)."""
     copy = Path(shutil.copytree(tiny_bundle, tmp_path / "bundle"))
     onnx.save(model, copy / "encoder.onnx")
+    if not features:
+        card = json.loads((copy / "model.json").read_text())
+        del card["files"]["projection"]
+        (copy / "model.json").write_text(json.dumps(card))
     return copy
+
+
+def test_rows_carry_the_features_that_the_projection_maps_to_the_embeddings(
+    engine: Engine, tokenizer: TextTokenizer
+) -> None:
+    rows = engine.embed(*padded(tokenizer.encode(SENTENCES).ids, tokenizer.pad_id))
+    assert engine.features == 2 * 16  # the tiny encoder's two directions of 16
+    projected = engine.project(np.ascontiguousarray(rows[:, engine.dim :]))
+    np.testing.assert_allclose(projected, rows[:, : engine.dim], atol=1e-5)
+
+
+def test_a_bundle_without_features_gives_embeddings_only(
+    tiny_bundle: Path, tmp_path: Path, tokenizer: TextTokenizer
+) -> None:
+    vocab = tokenizer._tokenizer.get_vocab_size()
+    model = _encoder_graph(vocab, load_bundle(tiny_bundle).dim, pool_pads=False, batch_noise=0.0)
+    engine = Engine(load_bundle(_bundle_with_encoder(tiny_bundle, tmp_path, model)), provider="cpu")
+    engine.warm_up(tokenizer.encode(SENTENCES).ids, tokenizer.pad_id)
+    rows = engine.embed(*padded(tokenizer.encode(SENTENCES).ids, tokenizer.pad_id))
+    assert (engine.features, rows.shape) == (0, (3, engine.dim))
+    with pytest.raises(EngineError, match="no projection"):
+        engine.project(rows)
+
+
+def test_a_card_naming_a_projection_needs_the_features_output(
+    tiny_bundle: Path, tmp_path: Path, tokenizer: TextTokenizer
+) -> None:
+    vocab = tokenizer._tokenizer.get_vocab_size()
+    model = _encoder_graph(vocab, load_bundle(tiny_bundle).dim, pool_pads=False, batch_noise=0.0)
+    copy = _bundle_with_encoder(tiny_bundle, tmp_path, model, features=True)
+    with pytest.raises(BundleError, match="features"):
+        Engine(load_bundle(copy), provider="cpu")
 
 
 def test_warm_up_refuses_an_encoder_that_pools_padding(

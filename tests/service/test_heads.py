@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -45,11 +47,34 @@ def heads(tiny_bundle: Path) -> PairHeads:
     return PairHeads(Engine(bundle, provider="cpu"), bundle)
 
 
-def test_paraphrase_uses_the_threshold(heads: PairHeads) -> None:
-    u = RNG.standard_normal((5, 32)).astype(np.float32)
-    v = RNG.standard_normal((5, 32)).astype(np.float32)
-    for answer in heads.paraphrase(u, v):
-        assert answer["paraphrase"] == (answer["probability"] >= 0.5)
+def test_paraphrase_uses_the_cards_threshold(
+    heads: PairHeads, tiny_bundle: Path, tmp_path: Path
+) -> None:
+    """Yes at or above the card's threshold: the tiny card's own, and one moved between the
+    answers' probabilities, so that a fixed threshold would not pass."""
+    u = RNG.standard_normal((9, 32)).astype(np.float32)
+    v = RNG.standard_normal((9, 32)).astype(np.float32)
+    answers = heads.paraphrase(u, v)
+    for answer in answers:
+        assert answer["paraphrase"] == (answer["probability"] >= heads_threshold(tiny_bundle))
+    moved = float(np.median([a["probability"] for a in answers]))
+    bundle = load_bundle(bundle_with_threshold(tiny_bundle, tmp_path, moved))
+    again = PairHeads(Engine(bundle, provider="cpu", encoder=False), bundle).paraphrase(u, v)
+    assert [a["paraphrase"] for a in again] == [a["probability"] >= moved for a in answers]
+    assert len({a["paraphrase"] for a in again}) == 2
+
+
+def heads_threshold(bundle: Path) -> float:
+    """The paraphrase threshold the bundle's card sets."""
+    return float(json.loads((bundle / "model.json").read_text())["paraphrase_threshold"])
+
+
+def bundle_with_threshold(bundle: Path, tmp_path: Path, threshold: float) -> Path:
+    """A copy of `bundle` whose card sets `threshold`."""
+    copy = Path(shutil.copytree(bundle, tmp_path / f"threshold-{threshold:.6f}"))
+    card = json.loads((copy / "model.json").read_text())
+    (copy / "model.json").write_text(json.dumps({**card, "paraphrase_threshold": threshold}))
+    return copy
 
 
 def test_nli_labels_follow_the_card(heads: PairHeads) -> None:

@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
+import json
+import shutil
+from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
 
+from service.bundle import load_bundle
+from service.engine import Engine, pad_rows
+from service.tokenization import TextTokenizer
 from tests.service.conftest import AppClient, GatedEngine
 
 pytestmark = pytest.mark.anyio
@@ -67,22 +74,80 @@ async def test_concurrent_requests_match_one_at_a_time(app_client: AppClient) ->
     assert "gensen_batch_rows_count" in metrics
 
 
-async def test_long_inputs_are_embedded_in_windows_unless_asked(app_client: AppClient) -> None:
-    """The tiny bundle takes 32 tokens: 40 tokens are windows [0:32] and [8:40], pooled by
-    the tokens each adds (32 and 8), unless the request truncates (first 32) or refuses."""
-    words = ["a"] * 32 + ["man"] * 8  # a token each
-    text = " ".join(words)
+WORDS = ["a"] * 32 + ["man"] * 8  # a token each: 40 tokens, windows [0:32] and [8:40]
+
+
+def _without_features(tiny_bundle: Path, tmp_path: Path) -> Path:
+    """The tiny bundle as one exported before pooled features existed (no projection named)."""
+    copy = Path(shutil.copytree(tiny_bundle, tmp_path / "no-features"))
+    card = json.loads((copy / "model.json").read_text())
+    del card["files"]["projection"], card["windows"]
+    (copy / "model.json").write_text(json.dumps(card))
+    return copy
+
+
+async def test_a_long_input_is_its_windows_max_pooled_features_projected(
+    app_client: AppClient, tiny_bundle: Path
+) -> None:
+    """The tiny bundle takes 32 tokens: the vector of 40 is the projection of the max of the
+    two windows' pooled features, as the model pools one text."""
+    engine = Engine(load_bundle(tiny_bundle), provider="cpu", intra_op_threads=1, runners=1)
+    tokenizer = TextTokenizer(tiny_bundle / "tokenizer.json", 32)
+    ids = tokenizer.encode([" ".join(WORDS)]).ids[0]
+    rows = engine.embed(*pad_rows([ids[:32], ids[8:]], tokenizer.pad_id))
+    want = engine.project(rows[:, engine.dim :].max(axis=0, keepdims=True))[0]
     async with app_client() as client:
-        whole = await client.post("/embed", json={"inputs": [text], "normalize": False})
+        whole = await embed(client, [" ".join(WORDS)], normalize=False)
+    np.testing.assert_allclose(whole.json()[0], want, rtol=1e-4, atol=1e-5)
+
+
+async def test_without_features_a_long_input_is_its_windows_weighted_mean(
+    app_client: AppClient, tiny_bundle: Path, tmp_path: Path
+) -> None:
+    """A bundle without pooled features is served as before: windows [0:32] and [8:40] are
+    averaged by the tokens each adds (32 and 8)."""
+    words = WORDS
+    async with app_client(bundle=_without_features(tiny_bundle, tmp_path)) as client:
+        whole = await client.post("/embed", json={"inputs": [" ".join(words)], "normalize": False})
         parts = await client.post(
             "/embed",
             json={"inputs": [" ".join(words[:32]), " ".join(words[8:])], "normalize": False},
         )
+    first, last = np.array(parts.json())
+    np.testing.assert_allclose(whole.json()[0], 0.8 * first + 0.2 * last, rtol=1e-4, atol=1e-5)
+
+
+async def test_windows_answers_each_window_with_its_span_and_vector(app_client: AppClient) -> None:
+    """With `windows: true`, a text of 90 tokens gives windows whose spans cover it in order,
+    each with the vector its span's characters alone are embedded to; a short one is one window."""
+    text = " ".join(f"{s}  " if i % 7 == 0 else s for i, s in enumerate(SENTENCES * 3))
+    async with app_client() as client:
+        answer = await embed(client, [text, "a cat"], windows=True)
+        windows, short = answer.json()
+        alone = await embed(client, [text[w["start"] : w["stop"]] for w in windows])
+        pooled = await embed(client, text)
+    assert answer.status_code == 200
+    assert len(windows) > 2
+    assert windows[0]["start"] == 0
+    assert windows[-1]["stop"] == len(text)
+    for before, after in itertools.pairwise(windows):
+        assert before["start"] < after["start"] <= before["stop"] < after["stop"]
+    assert all(w["tokens"] == 32 for w in windows)
+    vectors = np.array([w["embedding"] for w in windows])
+    assert (vectors * np.array(alone.json())).sum(axis=1).min() >= 0.999
+    assert [(w["start"], w["stop"], w["tokens"]) for w in short] == [(0, 5, 2)]
+    assert answer.headers["x-embedded-windows"] == str(len(windows) + 1)
+    assert pooled.json()[0] not in [w["embedding"] for w in windows]
+
+
+async def test_long_inputs_are_embedded_in_windows_unless_asked(app_client: AppClient) -> None:
+    """Unless the request truncates (first 32 tokens) or refuses a long input."""
+    text = " ".join(WORDS)
+    async with app_client() as client:
+        whole = await client.post("/embed", json={"inputs": [text], "normalize": False})
         cut = await embed(client, text, truncate=True)
         refused = await embed(client, [SENTENCES[0], text], truncate=False)
         usage = (await client.post("/v1/embeddings", json={"input": [text, "a"]})).json()
-    first, last = np.array(parts.json())
-    np.testing.assert_allclose(whole.json()[0], 0.8 * first + 0.2 * last, rtol=1e-4, atol=1e-5)
     assert whole.headers["x-embedded-tokens"] == "40"
     assert whole.headers["x-embedded-windows"] == "2"
     assert cut.headers["x-truncated-inputs"] == "1"

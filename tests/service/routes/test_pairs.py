@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import httpx
 import numpy as np
 import pytest
 
 from tests.service.conftest import AppClient
+from tests.service.test_heads import bundle_with_threshold, heads_threshold
 
 pytestmark = pytest.mark.anyio
 PAIRS = [
@@ -17,7 +20,7 @@ PAIRS = [
 NLI_LABELS = {"entailment", "neutral", "contradiction"}
 
 
-async def test_paraphrase(client: httpx.AsyncClient) -> None:
+async def test_paraphrase(client: httpx.AsyncClient, tiny_bundle: Path) -> None:
     response = await client.post("/paraphrase", json={"pairs": PAIRS})
     assert response.status_code == 200
     answers = response.json()
@@ -25,7 +28,21 @@ async def test_paraphrase(client: httpx.AsyncClient) -> None:
     for answer in answers:
         assert set(answer) == {"paraphrase", "probability"}
         assert 0.0 <= answer["probability"] <= 1.0
-        assert answer["paraphrase"] == (answer["probability"] >= 0.5)  # the card's threshold
+        assert answer["paraphrase"] == (answer["probability"] >= heads_threshold(tiny_bundle))
+
+
+async def test_paraphrase_answers_at_the_cards_threshold(
+    client: httpx.AsyncClient, app_client: AppClient, tiny_bundle: Path, tmp_path: Path
+) -> None:
+    """A card whose threshold lies between the answers' probabilities splits them there."""
+    probabilities = sorted(
+        a["probability"] for a in (await client.post("/paraphrase", json={"pairs": PAIRS})).json()
+    )
+    threshold = (probabilities[0] + probabilities[-1]) / 2
+    async with app_client(bundle=bundle_with_threshold(tiny_bundle, tmp_path, threshold)) as moved:
+        answers = (await moved.post("/paraphrase", json={"pairs": PAIRS})).json()
+    assert [a["paraphrase"] for a in answers] == [a["probability"] >= threshold for a in answers]
+    assert len({a["paraphrase"] for a in answers}) == 2
 
 
 async def test_paraphrase_answers_do_not_depend_on_the_other_pairs(
