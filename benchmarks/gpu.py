@@ -56,8 +56,8 @@ def parity(bundle_path: Path, provider: str, rows: list[list[int]], pad: int) ->
     got, want = [], []
     for start in range(0, len(rows), 64):
         ids, lengths = pad_rows(rows[start : start + 64], pad)
-        got.append(device.embed(ids, lengths))
-        want.append(cpu.embed(ids, lengths))
+        got.append(device.embeddings(ids, lengths))
+        want.append(cpu.embeddings(ids, lengths))
     a, b = np.concatenate(got), np.concatenate(want)
     cosines = np.sum(normalize(a) * normalize(b), axis=1)
     same = {

@@ -153,6 +153,10 @@ class Engine:
         out = session.run(self._outputs, feeds)
         return out[0] if len(out) == 1 else np.concatenate(out, axis=1)
 
+    def embeddings(self, input_ids: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        """`embed`'s embeddings alone [rows, dim] (without the pooled features)."""
+        return self.embed(input_ids, lengths)[:, : self.dim]
+
     def project(self, features: np.ndarray) -> np.ndarray:
         """Embeddings [rows, dim] of pooled features [rows, features] (the encoder's last layer)."""
         if self._projection is None:

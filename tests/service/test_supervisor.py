@@ -62,7 +62,7 @@ def test_workers_answer_what_the_engine_computes(
     bundle = load_bundle(tiny_bundle)
     tokenizer = TextTokenizer(bundle.files["tokenizer"], bundle.max_tokens)
     engine = Engine(bundle, provider="cpu", intra_op_threads=1, runners=1)
-    want = [normalize(engine.embed(*_padded(row)))[0] for row in tokenizer.encode(TEXTS).ids]
+    want = [normalize(engine.embeddings(*_padded(row)))[0] for row in tokenizer.encode(TEXTS).ids]
     np.testing.assert_allclose(np.array(answer.json()), np.array(want), atol=1e-5)
     info = httpx.get(f"{workers.url}/info").json()
     assert info["limits"]["workers"] == 2
