@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service import ipc
+from service import frames, ipc
 from service.batcher import Batcher, BatchLimits
 from service.errors import (
     DeadlineExceeded,
@@ -85,71 +85,6 @@ async def until(condition: object, timeout: float = 5.0) -> None:
         await asyncio.sleep(0.01)
 
 
-# frames
-
-
-def test_submits_round_trip() -> None:
-    loop = asyncio.new_event_loop()
-    try:
-        asyncio.set_event_loop(loop)
-        jobs = [
-            _job([[1, 2, 3], [4]], 12.5, "req-1", tag=7, loop=loop),
-            _job([[5, 6]], 99.0, None, tag=8, loop=loop),
-            _job([[9] * 40, [1], [2, 3]], 1.0, "ünïcode", tag=2**40, loop=loop),
-        ]
-        decoded = ipc.decode_submits(ipc.encode_submits(jobs)[ipc.FRAME.size :])
-    finally:
-        loop.close()
-    assert [(tag, deadline, rid) for tag, deadline, rid, _ in decoded] == [
-        (7, 12.5, "req-1"),
-        (8, 99.0, None),
-        (2**40, 1.0, "ünïcode"),
-    ]
-    assert [[row.tolist() for row in rows] for *_, rows in decoded] == [j.rows for j in jobs]
-
-
-def test_results_errors_and_cancels_round_trip() -> None:
-    loop = asyncio.new_event_loop()
-    try:
-        first, second = _job([[1], [2]], FAR, None, 3, loop), _job([[3]], FAR, None, 4, loop)
-    finally:
-        loop.close()
-    first.out = np.arange(8, dtype=np.float32).reshape(2, 4)
-    second.out = np.ones((1, 4), dtype=np.float32)
-    results = ipc.decode_results(ipc.encode_results([first, second])[ipc.FRAME.size :])
-    assert [tag for tag, _ in results] == [3, 4]
-    np.testing.assert_array_equal(results[0][1], first.out)
-    np.testing.assert_array_equal(results[1][1], second.out)
-    sent = [
-        (1, Overloaded("queue full", retry_after=3.0)),
-        (2, DeadlineExceeded("late")),
-        (3, RuntimeError("a bug")),  # an unexpected error goes as an inference failure
-    ]
-    errors = ipc.decode_errors(ipc.encode_errors(sent)[ipc.FRAME.size :])
-    assert [(tag, type(e), e.message) for tag, e in errors] == [
-        (1, Overloaded, "queue full"),
-        (2, DeadlineExceeded, "late"),
-        (3, InferenceFailed, "inference failed; see the service log"),
-    ]
-    assert errors[0][1].retry_after == 3.0  # type: ignore[attr-defined]
-    assert ipc.decode_cancels(ipc.encode_cancels([5, 2**50])[ipc.FRAME.size :]) == [5, 2**50]
-
-
-def _job(
-    rows: list[list[int]],
-    deadline: float,
-    rid: str | None,
-    tag: int,
-    loop: asyncio.AbstractEventLoop,
-) -> Job:
-    class _LoopOnly:
-        def __init__(self) -> None:
-            self.loop = loop
-
-    job = Job(rows, deadline, rid, sink=_LoopOnly(), tag=tag)  # type: ignore[arg-type]
-    return job
-
-
 # per loop turn, per batch
 
 
@@ -166,9 +101,9 @@ async def test_the_engine_answers_a_worker_once_per_batch(tmp_path: Path) -> Non
     engine = FakeEngine()
     engine.gate.clear()
     async with Link(engine, tmp_path, max_wait_s=0.0, runners=1) as link:
-        frames: list[int] = []
+        answers: list[int] = []
         decode = ipc.decode_results
-        ipc.decode_results = lambda payload: frames.append(1) or decode(payload)  # type: ignore[assignment]
+        ipc.decode_results = lambda payload: answers.append(1) or decode(payload)  # type: ignore[assignment]
         try:
             blocker = link.client.submit([[1]], FAR)
             await asyncio.to_thread(engine.entered.wait, 5)
@@ -179,7 +114,7 @@ async def test_the_engine_answers_a_worker_once_per_batch(tmp_path: Path) -> Non
         finally:
             ipc.decode_results = decode  # type: ignore[assignment]
     assert len(engine.batches) == 2
-    assert len(frames) == 2  # one RESULTS frame per batch, not one per request
+    assert len(answers) == 2  # one RESULTS frame per batch, not one per request
 
 
 # what goes wrong between a worker and the engine
@@ -293,7 +228,7 @@ async def test_refuse_if_full_follows_the_engines_queue(tmp_path: Path) -> None:
 
 async def test_an_engine_gone_quiet_makes_the_worker_unhealthy(tmp_path: Path) -> None:
     path = str(tmp_path / "quiet.sock")
-    hello = ipc.frame(bytes([ipc.HELLO]) + b'{"limits": {}, "engine": {}}')
+    hello = frames.frame(bytes([frames.HELLO]) + b'{"limits": {}, "engine": {}}')
 
     async def quiet(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         writer.write(hello)  # then nothing, ever: a stuck engine process
