@@ -11,7 +11,9 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -134,12 +136,19 @@ class Tab:
 
 @contextlib.contextmanager
 def chromium(executable: str) -> Iterator[Tab]:
-    """A headless Chromium with one tab; the browser and its profile are removed afterwards."""
-    with tempfile.TemporaryDirectory(prefix="gensen-chromium-") as profile:
+    """A headless Chromium with one tab; the browser and its profile are removed afterwards.
+
+    It runs in a process group of its own, ended whole: its helper processes (renderer, GPU,
+    zygote) may outlive the browser process for a moment and still write to the profile.
+    """
+    with tempfile.TemporaryDirectory(
+        prefix="gensen-chromium-", ignore_cleanup_errors=True
+    ) as profile:
         process = subprocess.Popen(
             [executable, *FLAGS, f"--user-data-dir={profile}", "about:blank"],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            start_new_session=True,
         )
         try:
             port = _devtools_port(Path(profile), process)
@@ -148,12 +157,18 @@ def chromium(executable: str) -> Iterator[Tab]:
             with connect(page["webSocketDebuggerUrl"], max_size=None) as socket:
                 yield Tab(socket)
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            _end_group(process)
+
+
+def _end_group(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM to the browser's process group, SIGKILL to what is left after 20 s."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=20)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
 
 
 def _devtools_port(profile: Path, process: subprocess.Popen[bytes]) -> int:
