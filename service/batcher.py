@@ -5,12 +5,11 @@ average gap is under `max_wait_s`, and they arrive while others are in flight) a
 at most `max_wait_s` after the oldest queued row for more work; at low load, or for one client
 sending a request after another, it does not wait, and a batch that then holds all the
 admitted work runs on every core (`Backend.embed(..., alone=True)`). Then it takes a batch
-holding that oldest row (in arrival
-order, or from rows of similar length where the encoder does not group them itself: a
-recurrent encoder pays for padding in full; see `service.planner`), within a padded-token
-budget (longest × rows) and a row cap, runs it while the other runners run theirs (ONNX Runtime
-sessions take concurrent runs), and hands each job its rows; a
-large job is spread over several batches and reassembled in order. Admission is bounded: past
+holding that oldest row (in arrival order, or from rows of similar length where the encoder
+does not group them itself: a recurrent encoder pays for padding in full; see
+`service.planner`), within a padded-token budget (longest × rows) and a row cap, runs it while
+the other runners run theirs (ONNX Runtime sessions take concurrent runs), and hands each job
+its rows; a large job is spread over several batches and reassembled in order. Admission is bounded: past
 `queue_capacity` queued rows `submit` raises Overloaded at once. Jobs past their deadline or
 cancelled are dropped before inference. An engine failure fails the jobs of that batch only; a
 watchdog (`service.watchdog`) fails the jobs of a batch that runs past `inference_timeout_s`.
