@@ -1,8 +1,9 @@
-"""The inference engine: the only module that imports onnxruntime.
+"""The inference engine: with service/sessions.py, the only module that imports onnxruntime.
 
 A small interface in the manner of text-embeddings-inference's `Backend`: `embed` runs the
 encoder on a padded batch, `predict` runs a pair head, `project` maps pooled features to
-embeddings (bundles with a projection graph), `warm_up` proves they work. Everything
+embeddings (bundles with a projection graph), `warm_up` proves they work, and
+`reserve_memory` takes the memory the largest batches need before serving starts. Everything
 that depends on the device is decided here: the execution provider (`auto` takes CUDA where
 ONNX Runtime can run it, else the CPU), the batch limits that fit it (`DeviceLimits`), and how
 many batches run at once with how many threads each (`Parallelism`, measured when `auto`).
@@ -11,14 +12,12 @@ many batches run at once with how many threads each (`Parallelism`, measured whe
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import dataclasses
-import io
 import logging
 import os
 import threading
 import time
-from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Literal
 
@@ -27,12 +26,19 @@ import onnxruntime as ort
 
 from service.bundle import PROJECTION, Bundle, BundleError
 from service.planner import pad_rows
+from service.sessions import (
+    CPU,
+    CUDA,
+    cuda_built_in,
+    cuda_load_problem,
+    open_session,
+    preload_cuda_libraries,
+    quiet_logs,
+)
 
 log = logging.getLogger("service.engine")
 
 Head = Literal["nli", "paraphrase"]
-CUDA = "CUDAExecutionProvider"
-CPU = "CPUExecutionProvider"
 ENCODER_INPUTS = ("input_ids", "lengths")
 HEAD_INPUTS = ("u", "v")
 FEATURES = "features"  # the encoder's optional output: pooled states before its projection
@@ -122,14 +128,14 @@ class Engine:
                 self._open_alone()
         head_providers = [CUDA, CPU] if self.provider == "cuda" else [CPU]
         self._heads = {
-            head: _session(bundle.files[head], head_providers, threads=1)
+            head: open_session(bundle.files[head], head_providers, threads=1)
             for head in ("nli", "paraphrase")
         }
         for head, session in self._heads.items():
             _check_io(bundle, head, session, HEAD_INPUTS, "logits")
         self._projection: ort.InferenceSession | None = None
         if bundle.pools_features:
-            self._projection = _session(bundle.files[PROJECTION], [CPU], threads=1)
+            self._projection = open_session(bundle.files[PROJECTION], [CPU], threads=1)
             _check_io(bundle, PROJECTION, self._projection, (FEATURES,), "embeddings")
             self.features = _width(self._projection)
 
@@ -171,8 +177,9 @@ class Engine:
         """Run real inferences and check the bundle keeps its contract; raise BundleError if not.
 
         `sample` holds token ids of at least two inputs of different lengths: each must embed to
-        the same vector alone as inside a padded batch (within PARITY_TOLERANCE, relative), and
-        the heads must answer one logit per label.
+        the same vector alone (on the session of lone batches, where there is one) as inside a
+        padded batch (within PARITY_TOLERANCE, relative), and the heads must answer one logit
+        per label.
         """
         ids, lengths = pad_rows(sample, pad_id)
         batch = self.embed(ids, lengths)
@@ -183,7 +190,8 @@ class Engine:
         self._check_projection(batch)
         batch = np.ascontiguousarray(batch[:, : self.dim])
         for i, row in enumerate(sample):
-            alone = self.embed(np.array([row], dtype=np.int64), lengths[i : i + 1])[0, : self.dim]
+            one = np.array([row], dtype=np.int64)
+            alone = self.embed(one, lengths[i : i + 1], alone=True)[0, : self.dim]
             distance = relative_distance(alone, batch[i])
             if distance > PARITY_TOLERANCE:
                 raise BundleError(
@@ -196,6 +204,18 @@ class Engine:
             logits = self.predict(head, batch, batch[::-1].copy())
             if logits.shape != (len(sample), len(labels[head])) or not np.isfinite(logits).all():
                 raise BundleError(f"{where}: {head} head gave logits of shape {logits.shape}")
+
+    def reserve_memory(self, max_rows: int, batch_tokens: int, runners: int) -> None:
+        """Run `runners` of the batches that need the most memory at once: rows of the bundle's
+        longest window, as many as the limits allow. ONNX Runtime's arena keeps what a batch
+        took, so the process reaches its peak before it serves instead of minutes into serving."""
+        length = self._bundle.max_tokens
+        rows = max(1, min(max_rows, batch_tokens // length))
+        ids = np.full((rows, length), 4, dtype=np.int64)
+        lengths = np.full(rows, length, dtype=np.int64)
+        with ThreadPoolExecutor(runners) as pool:  # .result() raises what a run raised
+            for run in [pool.submit(self.embed, ids, lengths) for _ in range(runners)]:
+                run.result()
 
     def _check_projection(self, rows: np.ndarray) -> None:
         """The projection of the encoder's features gives its embeddings (BundleError if not)."""
@@ -221,7 +241,7 @@ class Engine:
         cores = available_cpus()
         if self.provider != "cpu" or self.parallelism.intra_op_threads >= cores:
             return
-        self._alone = _session(self._bundle.files["encoder"], [CPU], cores, spinning=True)
+        self._alone = open_session(self._bundle.files["encoder"], [CPU], cores, spinning=True)
         self.parallelism = dataclasses.replace(self.parallelism, alone_threads=cores)
 
     def _tune(
@@ -267,17 +287,17 @@ class Engine:
             providers = [CUDA, CPU] if self.provider == "cuda" else [CPU]
             initializers = ONE_CHUNK if self.provider == "cuda" else None
             path = self._bundle.files["encoder"]
-            sessions[threads] = _session(path, providers, threads, initializers)
+            sessions[threads] = open_session(path, providers, threads, initializers)
         return sessions[threads]
 
 
 def cuda_usable(bundle: Bundle, provider: str) -> bool:
     """Whether the encoder would run on CUDA with `provider` (probed on the small NLI head)."""
-    if provider == "cpu" or CUDA not in ort.get_available_providers():
+    if provider == "cpu" or not cuda_built_in():
         return False
-    _preload_cuda_libraries()
-    with _quiet_logs():
-        session = _session(bundle.files["nli"], [CUDA, CPU], threads=1)
+    preload_cuda_libraries()
+    with quiet_logs():
+        session = open_session(bundle.files["nli"], [CUDA, CPU], threads=1)
     return CUDA in session.get_providers()
 
 
@@ -333,90 +353,25 @@ def _rows_per_second(
     return sum(done) / (time.perf_counter() - began)
 
 
-def _session(
-    path: object,
-    providers: list[str],
-    threads: int,
-    initializers: dict[str, ort.OrtValue] | None = None,
-    spinning: bool = False,
-) -> ort.InferenceSession:
-    """A session on `providers`; `initializers` replace the graph's constants of those names;
-    `spinning`: its threads spin between the parallel steps of a run instead of sleeping
-    (and stop when the run returns: left spinning, they took a core for tens of milliseconds
-    after each run)."""
-    options = ort.SessionOptions()
-    for name, value in (initializers or {}).items():
-        options.add_initializer(name, value)
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    # Spinning threads would take the CPU the event loop and tokeniser need between batches
-    # under load; only the session of a batch that runs alone spins (see Engine._open_alone).
-    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
-    if spinning:  # between the steps of a run only: once it returns, the threads sleep
-        options.add_session_config_entry("session.force_spinning_stop", "1")
-    try:
-        return ort.InferenceSession(str(path), options, providers=providers)
-    except Exception as exc:  # onnxruntime raises its own untyped errors for broken files
-        raise BundleError(f"bundle file {path} does not load in ONNX Runtime ({exc})") from exc
-
-
 def _open_encoder(bundle: Bundle, provider: str, threads: int) -> tuple[ort.InferenceSession, str]:
     """The encoder session on the asked provider and the provider it got ("cuda" or "cpu")."""
     path = bundle.files["encoder"]
     if provider == "cpu":
-        return _session(path, [CPU], threads), "cpu"
-    if CUDA not in ort.get_available_providers():
+        return open_session(path, [CPU], threads), "cpu"
+    if not cuda_built_in():
         if provider == "cuda":
             raise EngineError("provider cuda: this ONNX Runtime build has no CUDA provider")
-        return _session(path, [CPU], threads), "cpu"
-    _preload_cuda_libraries()
-    with _quiet_logs() if provider == "auto" else contextlib.nullcontext():
-        session = _session(path, [CUDA, CPU], threads, ONE_CHUNK)
+        return open_session(path, [CPU], threads), "cpu"
+    preload_cuda_libraries()
+    with quiet_logs() if provider == "auto" else contextlib.nullcontext():
+        session = open_session(path, [CUDA, CPU], threads, ONE_CHUNK)
     if CUDA in session.get_providers():
         return session, "cuda"
-    why = _cuda_load_problem()
+    why = cuda_load_problem()
     if provider == "cuda":
         raise EngineError(f"provider cuda: ONNX Runtime cannot run CUDA here ({why})")
     log.info("CUDA provider not usable here; running on CPU", extra={"reason": why})
-    return _session(path, [CPU], threads), "cpu"
-
-
-@contextlib.contextmanager
-def _quiet_logs() -> Iterator[None]:
-    """ONNX Runtime's own log silenced: a failed CUDA probe would print a frightening error on
-    every CPU machine (the reason is logged by this module instead)."""
-    ort.set_default_logger_severity(4)
-    try:
-        yield
-    finally:
-        ort.set_default_logger_severity(2)
-
-
-def _preload_cuda_libraries() -> None:
-    """Load CUDA and cuDNN from pip's `nvidia-*` packages (or torch's) where they are installed,
-    so that no LD_LIBRARY_PATH is needed; what cannot be found is named by `_cuda_load_problem`."""
-    preload = getattr(ort, "preload_dlls", None)
-    if preload is None:
-        return
-    with contextlib.redirect_stdout(io.StringIO()):  # it prints each library it misses
-        try:
-            preload(cuda=True, cudnn=True, msvc=False)
-        except Exception as exc:  # a partial install: the session's own failure says more
-            log.debug("preloading CUDA libraries failed", extra={"reason": str(exc)})
-
-
-def _cuda_load_problem() -> str:
-    """Why the CUDA provider library does not load: the first library the loader misses."""
-    library = Path(ort.__file__).parent / "capi" / "libonnxruntime_providers_cuda.so"
-    if not library.is_file():
-        return f"{library.name} is not installed"
-    try:
-        ctypes.CDLL(str(library))
-    except OSError as exc:
-        return f"a library it needs is missing: {exc}"
-    return "no usable GPU (the CUDA libraries load; see nvidia-smi)"
+    return open_session(path, [CPU], threads), "cpu"
 
 
 def _check_io(
@@ -437,8 +392,3 @@ def _width(session: ort.InferenceSession) -> int:
     if not isinstance(width, int):
         raise BundleError(f"{PROJECTION} input has no fixed width ({width!r})")
     return width
-
-
-def runtime_version() -> str:
-    """Version of ONNX Runtime, for /info."""
-    return str(ort.__version__)

@@ -25,12 +25,13 @@ from service import __version__
 from service.batcher import Batcher, BatchLimits
 from service.bundle import Bundle, load_bundle
 from service.embedder import Embedder, RequestLimits
-from service.engine import Engine, runtime_version
+from service.engine import Engine
 from service.errors import NotReady
 from service.heads import PairHeads
 from service.ipc import EngineClient
 from service.metrics import Metrics
 from service.planner import measure_step_cost
+from service.sessions import runtime_version
 from service.settings import Settings
 from service.tokenization import TextTokenizer
 
@@ -80,6 +81,7 @@ def start_engine(
     engine.warm_up(sample, tokenizer.pad_id)
     step_cost = measure_step_cost(engine, token=sample[-1][0])
     limits = batch_limits(settings, engine, step_cost)
+    engine.reserve_memory(limits.max_batch_rows, limits.batch_tokens, limits.runners)
     batcher = Batcher(engine, tokenizer.pad_id, limits, metrics)
     batcher.start()
     metrics.set_model(bundle.name, bundle.version, engine.provider)

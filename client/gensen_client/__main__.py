@@ -28,6 +28,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     embed.add_argument("--api-key", default=None, help="or $GENSEN_API_KEY")
     embed.add_argument("--column", default="text", help="text column (.jsonl, .csv, .parquet)")
     embed.add_argument("--id-column", default=None, help="id column (default: line numbers)")
+    embed.add_argument(
+        "--windows", action="store_true", help="a row per window of each text, with its span"
+    )
     embed.add_argument("--skip-bad", action="store_true", help="leave bad inputs out, counted")
     embed.add_argument("--chunk-size", type=int, default=4096, help="texts per resumable chunk")
     embed.add_argument(
@@ -46,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.local is not None:
             from gensen_client._local import local_embedder
 
-            embed, facts = local_embedder(args.local)
+            embed, facts = local_embedder(args.local, windows=args.windows)
         else:
             client = Client(
                 args.url,
@@ -55,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
                 concurrency=args.concurrency * len(args.url),
             )
             info = client.info()
-            embed = client.embed
+            embed = client.embed_windows if args.windows else client.embed
             facts = {
                 "model": f"{info['model_id']} {info.get('model_version', '')}".strip(),
                 "max_chars": info["limits"]["max_input_chars"],
@@ -64,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
             args.input,
             args.output,
             embed,
+            windows=args.windows,
             column=args.column,
             id_column=args.id_column,
             max_chars=facts["max_chars"],

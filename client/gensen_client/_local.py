@@ -9,20 +9,23 @@ from typing import Any
 
 import numpy as np
 
+from gensen_client._core import Window
+
 BATCH_ROWS = 64
 
 
 def local_embedder(
-    bundle_path: Path, threads: int | None = None
-) -> tuple[Callable[[list[str]], np.ndarray], dict[str, Any]]:
+    bundle_path: Path, threads: int | None = None, windows: bool = False
+) -> tuple[Callable[[list[str]], Any], dict[str, Any]]:
     """`embed(texts)` -> unit vectors exactly as `POST /embed` computes them (same tokenizer,
-    windows and pooling), and the bundle's facts (`model`, `max_chars`: None, no server limit)."""
+    windows and pooling), and the bundle's facts (`model`, `max_chars`: None, no server limit);
+    `windows`: each text's windows instead, as `/embed` with `windows: true` gives them."""
     try:
         from service.bundle import load_bundle
         from service.engine import Engine, pad_rows
         from service.heads import normalize
         from service.tokenization import TextTokenizer
-        from service.windows import default_overlap, split
+        from service.windows import Windows, default_overlap, split, window_vectors
     except ImportError as exc:
         raise SystemExit(
             f"--local needs the service's packages ({exc}); run it from the repository's .venv"
@@ -34,13 +37,24 @@ def local_embedder(
     overlap = default_overlap(bundle.max_tokens)
     project = engine.project if bundle.pools_features else None
 
-    def embed(texts: list[str]) -> np.ndarray:
-        windows = split(tokenizer.encode(texts).ids, bundle.max_tokens, None, overlap, str)
-        rows = windows.rows
+    def encode(texts: list[str]) -> tuple[Windows, np.ndarray]:
+        split_texts = split(tokenizer.encode(texts).ids, bundle.max_tokens, None, overlap, str)
+        rows = split_texts.rows
         out = np.empty((len(rows), bundle.dim + engine.features), dtype=np.float32)
         for start in range(0, len(rows), BATCH_ROWS):
             ids, lengths = pad_rows(rows[start : start + BATCH_ROWS], tokenizer.pad_id)
             out[start : start + len(ids)] = engine.embed(ids, lengths)
-        return normalize(windows.pool(out, bundle.dim, project))
+        return split_texts, out
 
-    return embed, {"model": f"{bundle.name} {bundle.version}", "max_chars": None}
+    def embed(texts: list[str]) -> np.ndarray:
+        split_texts, out = encode(texts)
+        return normalize(split_texts.pool(out, bundle.dim, project))
+
+    def embed_windows(texts: list[str]) -> list[list[Window]]:
+        split_texts, out = encode(texts)
+        vectors = normalize(np.ascontiguousarray(out[:, : bundle.dim]))
+        found = window_vectors(split_texts, vectors, texts, tokenizer.offsets(texts))
+        return [[Window(w.start, w.stop, w.tokens, w.vector) for w in ws] for ws in found]
+
+    facts = {"model": f"{bundle.name} {bundle.version}", "max_chars": None}
+    return (embed_windows if windows else embed), facts

@@ -7,6 +7,11 @@ Input: `.txt` (a text per line), `.jsonl`, `.csv` or `.parquet` (the `--column` 
 and `--id-column` for ids; line or row numbers otherwise). Output: `.npy` (float32 rows in input
 order), `.parquet` (id, vector) or `.jsonl` ({"id", "embedding"}).
 
+With `--windows`, a row per window of each text instead of one per text: passage vectors of long
+documents, each with the window's number in its text and its character span [start, stop) and
+token count (`/embed`'s `windows: true`). `.jsonl` and `.parquet` carry them as fields beside the
+id; `.npy` holds the vectors, and OUTPUT.windows.jsonl the id and span of each row.
+
 Every input is checked before anything is sent: a missing column, an empty or whitespace-only
 text, invalid UTF-8, a control character or a text longer than the service takes is an error
 naming its line, unless `--skip-bad` (then it is left out and counted; with `.npy` output the
@@ -34,6 +39,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from gensen_client._core import Window
 
 INPUTS = (".txt", ".jsonl", ".csv", ".parquet")
 OUTPUTS = (".npy", ".parquet", ".jsonl")
@@ -211,6 +218,27 @@ class Progress:
             self._bar.close()
 
 
+@dataclass(frozen=True)
+class Rows:
+    """A chunk's output: vectors [rows, dim], and with windows the window each row is."""
+
+    vectors: np.ndarray
+    # [rows, 5] int64 with windows: text (its index in the chunk), window, start, stop, tokens
+    windows: np.ndarray | None = None
+
+    @classmethod
+    def of_windows(cls, per_text: list[list[Window]]) -> Rows:
+        """The rows of each text's windows, in order."""
+        found = [(i, k, w) for i, windows in enumerate(per_text) for k, w in enumerate(windows)]
+        spans = np.array([(i, k, w.start, w.stop, w.tokens) for i, k, w in found], dtype=np.int64)
+        vectors = np.stack([w.embedding for _, _, w in found]).astype(np.float32, copy=False)
+        return cls(vectors, spans.reshape(-1, 5))
+
+    def texts(self) -> int:
+        """How many texts these rows come from."""
+        return len(self.vectors) if self.windows is None else len(np.unique(self.windows[:, 0]))
+
+
 def fingerprint(records: list[Record], settings: dict[str, Any]) -> str:
     """What a partial run must match to be resumed: the texts, their ids, the settings."""
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
@@ -255,11 +283,19 @@ class ChunkStore:
     def done(self, index: int) -> bool:
         return self.path(index).exists()
 
-    def save(self, index: int, vectors: np.ndarray) -> None:
-        _write_atomically(self.path(index), lambda p: _save_npy(p, vectors))
+    def save(self, index: int, rows: Rows) -> None:
+        """The window spans first: a chunk counts as done once its vectors are there."""
+        if rows.windows is not None:
+            windows = rows.windows
+            _write_atomically(self._windows_path(index), lambda p: _save_npy(p, windows))
+        _write_atomically(self.path(index), lambda p: _save_npy(p, rows.vectors))
 
-    def load(self, index: int) -> np.ndarray:
-        return np.load(self.path(index))
+    def load(self, index: int) -> Rows:
+        spans = self._windows_path(index)
+        return Rows(np.load(self.path(index)), np.load(spans) if spans.exists() else None)
+
+    def _windows_path(self, index: int) -> Path:
+        return self.folder / f"chunk-{index:06d}.windows.npy"
 
     def remove(self) -> None:
         shutil.rmtree(self.folder)
@@ -268,8 +304,9 @@ class ChunkStore:
 def embed_file(
     input_path: Path,
     output_path: Path,
-    embed: Callable[[list[str]], np.ndarray],
+    embed: Callable[[list[str]], Any],
     *,
+    windows: bool = False,
     column: str = "text",
     id_column: str | None = None,
     max_chars: int | None = None,
@@ -281,6 +318,8 @@ def embed_file(
 ) -> dict[str, Any]:
     """Embed `input_path` into `output_path` with `embed(texts) -> vectors`; returns a summary.
 
+    `windows`: `embed(texts)` gives each text's windows (`Client.embed_windows`), and the output
+    has a row per window (module docstring).
     `parallel_chunks` chunks are in flight at once (1: a kill loses at most one chunk; `embed`
     itself sends a chunk's requests concurrently); `settings` (model, options) go into the
     resume fingerprint.
@@ -298,9 +337,8 @@ def embed_file(
     if not records:
         raise BulkError(f"{input_path}: no text to embed")
     parts = [records[i : i + chunk_size] for i in range(0, len(records), chunk_size)]
-    store = ChunkStore(
-        output_path, fingerprint(records, {"column": column, **(settings or {})}), len(parts)
-    )
+    key = fingerprint(records, {"column": column, "windows": windows, **(settings or {})})
+    store = ChunkStore(output_path, key, len(parts))
     todo = [i for i in range(len(parts)) if not store.done(i)]
     resumed = len(parts) - len(todo)
     started = time.perf_counter()
@@ -308,15 +346,20 @@ def embed_file(
         len(records), sum(len(parts[i]) for i in range(len(parts)) if store.done(i)), progress
     )
     try:
-        _run_chunks(parts, todo, embed, store, bar, parallel_chunks)
+        chunk_rows = Rows.of_windows if windows else Rows
+        _run_chunks(
+            parts, todo, lambda texts: chunk_rows(embed(texts)), store, bar, parallel_chunks
+        )
     finally:
         bar.close()
     seconds = time.perf_counter() - started
-    vectors = np.concatenate([store.load(i) for i in range(len(parts))])
-    _write_output(output_path, records, vectors, bool(problems))
+    rows = _joined([store.load(i) for i in range(len(parts))], chunk_size)
+    _write_output(output_path, records, rows, bool(problems))
     store.remove()
+    vectors = rows.vectors
     return {
         "texts": len(records),
+        "rows": len(vectors),
         "skipped": [str(p) for p in problems],
         "chunks": len(parts),
         "chunks_resumed": resumed,
@@ -327,7 +370,23 @@ def embed_file(
     }
 
 
-def _run_chunks(parts, todo, embed, store: ChunkStore, bar: Progress, parallel: int) -> None:
+def _joined(chunks: list[Rows], chunk_size: int) -> Rows:
+    """The chunks' rows in order, window rows numbering their texts over the whole input."""
+    vectors = np.concatenate([c.vectors for c in chunks])
+    if chunks[0].windows is None:
+        return Rows(vectors)
+    shift = np.array([chunk_size, 0, 0, 0, 0], dtype=np.int64)
+    return Rows(vectors, np.concatenate([c.windows + i * shift for i, c in enumerate(chunks)]))
+
+
+def _run_chunks(
+    parts: list[list[Record]],
+    todo: list[int],
+    embed: Callable[[list[str]], Rows],
+    store: ChunkStore,
+    bar: Progress,
+    parallel: int,
+) -> None:
     with ThreadPoolExecutor(parallel, thread_name_prefix="gensen-bulk") as pool:
         pending = {}
         queue = iter(todo)
@@ -339,40 +398,61 @@ def _run_chunks(parts, todo, embed, store: ChunkStore, bar: Progress, parallel: 
             finished, _ = wait(pending, return_when=FIRST_COMPLETED)
             for future in finished:
                 index = pending.pop(future)
-                vectors = future.result()
-                if len(vectors) != len(parts[index]):
+                rows = future.result()
+                if rows.texts() != len(parts[index]):
                     raise BulkError(
-                        f"chunk {index}: {len(vectors)} vectors for {len(parts[index])} texts"
+                        f"chunk {index}: vectors of {rows.texts()} texts for {len(parts[index])}"
                     )
-                store.save(index, vectors.astype(np.float32, copy=False))
+                store.save(index, Rows(rows.vectors.astype(np.float32, copy=False), rows.windows))
                 bar.advance(len(parts[index]))
                 following = next(queue, None)
                 if following is not None:
                     pending[pool.submit(embed, [r.text for r in parts[following]])] = following
 
 
-def _write_output(path: Path, records: list[Record], vectors: np.ndarray, skipped: bool) -> None:
-    ids = [r.id for r in records]
+def _write_output(path: Path, records: list[Record], rows: Rows, skipped: bool) -> None:
+    """The output file (and the .npy sidecars: the ids kept, or each row's window)."""
+    columns = _columns(records, rows)
+    vectors = rows.vectors
     if path.suffix == ".npy":
         _write_atomically(path, lambda p: _save_npy(p, vectors))
-        if skipped:
+        if rows.windows is not None:
+            _write_jsonl(path.with_name(path.name + ".windows.jsonl"), columns)
+        elif skipped:
+            ids = columns["id"]
             ids_path = path.with_name(path.name + ".ids.txt")
             _write_atomically(ids_path, lambda p: p.write_text("".join(f"{i}\n" for i in ids)))
     elif path.suffix == ".jsonl":
-
-        def write_jsonl(target: Path) -> None:
-            with target.open("w", encoding="utf-8") as handle:
-                for identifier, vector in zip(ids, vectors, strict=True):
-                    handle.write(
-                        json.dumps({"id": identifier, "embedding": vector.tolist()}) + "\n"
-                    )
-
-        _write_atomically(path, write_jsonl)
+        _write_jsonl(path, {**columns, "embedding": vectors})
     else:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
         flat = pa.array(vectors.reshape(-1), type=pa.float32())
-        column = pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1])
-        table = pa.table({"id": ids, "vector": column})
+        vector = pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1])
+        table = pa.table({**columns, "vector": vector})
         _write_atomically(path, lambda p: pq.write_table(table, p))
+
+
+def _columns(records: list[Record], rows: Rows) -> dict[str, list[Any]]:
+    """Each row's id, and with windows its window number, span and tokens."""
+    if rows.windows is None:
+        return {"id": [r.id for r in records]}
+    texts, *spans = (rows.windows[:, k].tolist() for k in range(5))
+    named = dict(zip(("window", "start", "stop", "tokens"), spans, strict=True))
+    return {"id": [records[t].id for t in texts], **named}
+
+
+def _write_jsonl(path: Path, columns: dict[str, Any]) -> None:
+    names = list(columns)
+
+    def write(target: Path) -> None:
+        with target.open("w", encoding="utf-8") as handle:
+            for values in zip(*columns.values(), strict=True):
+                row = {
+                    n: v.tolist() if isinstance(v, np.ndarray) else v
+                    for n, v in zip(names, values, strict=True)
+                }
+                handle.write(json.dumps(row) + "\n")
+
+    _write_atomically(path, write)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -208,3 +209,91 @@ def test_local_mode_embeds_as_the_service_does(
     with pytest.raises(TooLarge):  # the last text is over the tiny model's 32 tokens: windows
         client.embed(texts[-1:], truncate=False)
     np.testing.assert_allclose(np.load(out), client.embed(texts), atol=1e-5)
+
+
+def _long_and_short_texts() -> list[str]:
+    """Short texts and texts over the tiny model's 32 tokens (several windows each)."""
+    short = tiny_sentences(8, seed=11)
+    long = [" ".join(tiny_sentences(n, seed=12 + n)) for n in (4, 5)]
+    return [short[0], long[0], *short[1:5], long[1], *short[5:]]
+
+
+def _read_window_rows(out: Path) -> tuple[np.ndarray, list[dict]]:
+    """The vectors of a window output and each row's fields (id, window, start, stop, tokens)."""
+    if out.suffix == ".npy":
+        sidecar = out.with_name(out.name + ".windows.jsonl")
+        return np.load(out), [json.loads(line) for line in sidecar.read_text().splitlines()]
+    if out.suffix == ".jsonl":
+        rows = [json.loads(line) for line in out.read_text().splitlines()]
+        return np.array([r.pop("embedding") for r in rows]), rows
+    table = pq.read_table(out).to_pylist()
+    return np.array([r.pop("vector") for r in table]), table
+
+
+@pytest.mark.parametrize("out_suffix", [".npy", ".jsonl", ".parquet"])
+def test_windows_give_a_row_per_window_with_its_span(
+    tmp_path: Path, client: Client, out_suffix: str
+) -> None:
+    texts = _long_and_short_texts()
+    source = tmp_path / "in.jsonl"
+    source.write_text(
+        "".join(json.dumps({"id": f"d{i}", "text": t}) + "\n" for i, t in enumerate(texts))
+    )
+    out = tmp_path / f"out{out_suffix}"
+    summary = bulk.embed_file(
+        source,
+        out,
+        client.embed_windows,
+        windows=True,
+        id_column="id",
+        chunk_size=3,
+        progress=False,
+    )
+    vectors, rows = _read_window_rows(out)
+    want = client.embed_windows(texts)
+    expected = [
+        {"id": f"d{i}", "window": k, "start": w.start, "stop": w.stop, "tokens": w.tokens}
+        for i, windows in enumerate(want)
+        for k, w in enumerate(windows)
+    ]
+    assert rows == expected
+    assert max(r["window"] for r in rows) >= 1  # the long texts really are several windows
+    np.testing.assert_allclose(vectors, [w.embedding for ws in want for w in ws], atol=1e-6)
+    assert summary["texts"] == len(texts)
+    assert summary["rows"] == len(expected)
+    by_text = {}
+    for row in rows:  # the spans of each text cover it in order
+        by_text.setdefault(row["id"], []).append((row["start"], row["stop"]))
+    for i, text in enumerate(texts):
+        spans = by_text[f"d{i}"]
+        assert spans[0][0] == 0
+        assert spans[-1][1] == len(text)
+        assert all(a[0] < b[0] <= a[1] for a, b in itertools.pairwise(spans))
+
+
+def test_a_windows_run_does_not_resume_a_run_of_text_vectors(
+    tmp_path: Path, client: Client
+) -> None:
+    source = tmp_path / "in.txt"
+    source.write_text("".join(f"{t}\n" for t in _long_and_short_texts()))
+    out = tmp_path / "out.npy"
+    bulk.ChunkStore(out, bulk.fingerprint([], {}), 1)  # a partial run of other settings
+    with pytest.raises(bulk.BulkError, match="other input or settings"):
+        bulk.embed_file(source, out, client.embed_windows, windows=True, progress=False)
+
+
+def test_local_windows_equal_the_service_windows(
+    tmp_path: Path, tiny_bundle: Path, client: Client
+) -> None:
+    texts = _long_and_short_texts()
+    source = tmp_path / "in.txt"
+    source.write_text("".join(f"{t}\n" for t in texts))
+    out = tmp_path / "out.jsonl"
+    result = run_cli(str(source), str(out), "--local", str(tiny_bundle), "--windows")
+    assert result.returncode == 0, result.stderr
+    vectors, rows = _read_window_rows(out)
+    want = client.embed_windows(texts)
+    assert [(r["id"], r["start"], r["stop"]) for r in rows] == [
+        (i + 1, w.start, w.stop) for i, ws in enumerate(want) for w in ws
+    ]
+    np.testing.assert_allclose(vectors, [w.embedding for ws in want for w in ws], atol=1e-5)
