@@ -35,9 +35,12 @@ def pad_rows(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[np.ndarray, np
     per-row copies than in the encoder of a small model)."""
     lengths = np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))
     ids = np.full((len(rows), int(lengths.max())), pad_id, dtype=np.int64)
-    flat = np.fromiter(
-        itertools.chain.from_iterable(rows), dtype=np.int64, count=int(lengths.sum())
-    )
+    if isinstance(rows[0], np.ndarray):  # rows from a worker's frame: views of one array
+        flat = np.concatenate(rows)
+    else:
+        flat = np.fromiter(
+            itertools.chain.from_iterable(rows), dtype=np.int64, count=int(lengths.sum())
+        )
     ids[np.arange(ids.shape[1]) < lengths[:, None]] = flat
     return ids, lengths
 
