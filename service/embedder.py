@@ -108,7 +108,7 @@ class Embedder:
         self._check_limits(texts, param, name_of, max_inputs or self.limits.max_inputs)
         self._batcher.refuse_if_full(len(texts))
         encoded = await self._tokenizer.encode_async(
-            texts, lambda checked: _check_texts(checked, name_of)
+            texts, lambda checked: _check_texts(checked, name_of), offsets=by_window
         )
         _check_tokens(encoded, name_of)
         windows = split(
@@ -120,8 +120,7 @@ class Embedder:
         vectors = windows.pool(rows, self._dim, self._project)
         found = None
         if by_window:
-            offsets = await asyncio.to_thread(self._tokenizer.offsets, texts)
-            found = window_vectors(windows, rows[:, : self._dim], texts, offsets)
+            found = window_vectors(windows, rows[:, : self._dim], texts, encoded.offsets or [])
         return Embeddings(vectors, windows.tokens, len(windows.rows), windows.truncated, found)
 
     def tokens(self, texts: list[str], add_special_tokens: bool = True) -> list[list[dict]]:

@@ -32,9 +32,11 @@ TOKENIZER_THREADS = 8
 
 @dataclass(frozen=True, slots=True)
 class Encoded:
-    """Token ids of a list of texts, in order, each whole."""
+    """Token ids of a list of texts, in order, each whole, and where asked for, each token's
+    character span [start, stop) in its text."""
 
     ids: list[list[int]]
+    offsets: list[list[tuple[int, int]]] | None = None
 
 
 class TextTokenizer:
@@ -57,19 +59,19 @@ class TextTokenizer:
         self.max_tokens = max_tokens
         self.vocab_size: int = tokenizer.get_vocab_size()
 
-    def encode(self, texts: list[str]) -> Encoded:
-        """Token ids of `texts`, each whole (blocking; safe in any thread).
+    def encode(self, texts: list[str], offsets: bool = False) -> Encoded:
+        """Token ids of `texts`, each whole, and with `offsets` their character spans
+        (blocking; safe in any thread).
 
-        One call into the Rust tokenizer for the whole list, without character offsets (unused
-        here). The service runs it single-threaded (TOKENIZERS_PARALLELISM=false, set by
+        One call into the Rust tokenizer for the whole list, without character offsets unless
+        asked (only the requests that ask where their windows lie need them, and computing them
+        costs). The service runs it single-threaded (TOKENIZERS_PARALLELISM=false, set by
         `service.server`): requests run in parallel already, and its thread pool only adds CPU.
         """
-        return Encoded(ids=[encoding.ids for encoding in self._tokenizer.encode_batch_fast(texts)])
-
-    def offsets(self, texts: list[str]) -> list[list[tuple[int, int]]]:
-        """Each token's character span [start, stop) in its text, as `encode` cuts the texts
-        (blocking; only for the requests that ask where their windows lie)."""
-        return [encoding.offsets for encoding in self._tokenizer.encode_batch(texts)]
+        if not offsets:
+            return Encoded([encoding.ids for encoding in self._tokenizer.encode_batch_fast(texts)])
+        encodings = self._tokenizer.encode_batch(texts)
+        return Encoded([e.ids for e in encodings], [e.offsets for e in encodings])
 
     def tokens(self, texts: list[str], add_special_tokens: bool) -> list[list[dict[str, Any]]]:
         """Each text's tokens as text-embeddings-inference's /tokenize lists them: id, text,
@@ -107,24 +109,29 @@ class TextTokenizer:
         return self._tokenizer.decode_batch(ids, skip_special_tokens=skip_special_tokens)
 
     async def encode_async(
-        self, texts: list[str], check: Callable[[list[str]], None] | None = None
+        self,
+        texts: list[str],
+        check: Callable[[list[str]], None] | None = None,
+        offsets: bool = False,
     ) -> Encoded:
         """`encode` without blocking the event loop on large requests.
 
         `check(texts)`, when given, runs first, in the same place (on the loop or in the thread).
         """
         if self._in_threads >= TOKENIZER_THREADS or sum(map(len, texts)) <= INLINE_CHARS:
-            return self._checked_encode(texts, check)
+            return self._checked_encode(texts, check, offsets)
         self._in_threads += 1
         try:
             loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self._threads, self._checked_encode, texts, check)
+            return await loop.run_in_executor(
+                self._threads, self._checked_encode, texts, check, offsets
+            )
         finally:
             self._in_threads -= 1
 
     def _checked_encode(
-        self, texts: list[str], check: Callable[[list[str]], None] | None
+        self, texts: list[str], check: Callable[[list[str]], None] | None, offsets: bool
     ) -> Encoded:
         if check is not None:
             check(texts)
-        return self.encode(texts)
+        return self.encode(texts, offsets)

@@ -24,7 +24,7 @@ def local_embedder(
         from service.bundle import load_bundle
         from service.engine import Engine, pad_rows
         from service.heads import normalize
-        from service.tokenization import TextTokenizer
+        from service.tokenization import Encoded, TextTokenizer
         from service.windows import Windows, default_overlap, split, window_vectors
     except ImportError as exc:
         raise SystemExit(
@@ -37,23 +37,24 @@ def local_embedder(
     overlap = default_overlap(bundle.max_tokens)
     project = engine.project if bundle.pools_features else None
 
-    def encode(texts: list[str]) -> tuple[Windows, np.ndarray]:
-        split_texts = split(tokenizer.encode(texts).ids, bundle.max_tokens, None, overlap, str)
+    def encode(texts: list[str], offsets: bool = False) -> tuple[Encoded, Windows, np.ndarray]:
+        encoded = tokenizer.encode(texts, offsets)
+        split_texts = split(encoded.ids, bundle.max_tokens, None, overlap, str)
         rows = split_texts.rows
         out = np.empty((len(rows), bundle.dim + engine.features), dtype=np.float32)
         for start in range(0, len(rows), BATCH_ROWS):
             ids, lengths = pad_rows(rows[start : start + BATCH_ROWS], tokenizer.pad_id)
             out[start : start + len(ids)] = engine.embed(ids, lengths)
-        return split_texts, out
+        return encoded, split_texts, out
 
     def embed(texts: list[str]) -> np.ndarray:
-        split_texts, out = encode(texts)
+        _, split_texts, out = encode(texts)
         return normalize(split_texts.pool(out, bundle.dim, project))
 
     def embed_windows(texts: list[str]) -> list[list[Window]]:
-        split_texts, out = encode(texts)
+        encoded, split_texts, out = encode(texts, offsets=True)
         vectors = normalize(np.ascontiguousarray(out[:, : bundle.dim]))
-        found = window_vectors(split_texts, vectors, texts, tokenizer.offsets(texts))
+        found = window_vectors(split_texts, vectors, texts, encoded.offsets or [])
         return [[Window(w.start, w.stop, w.tokens, w.vector) for w in ws] for ws in found]
 
     facts = {"model": f"{bundle.name} {bundle.version}", "max_chars": None}
