@@ -38,8 +38,9 @@ from service.errors import (
     Overloaded,
     ServiceError,
 )
-from service.jobs import Job, Row, request_ids, settle, settle_error
+from service.jobs import Job, Row, fill_jobs, request_ids, settle, settle_error
 from service.planner import Backend, pad_rows, plan_batch, take_in_order
+from service.traffic import Arrivals
 from service.watchdog import Watchdog
 
 if TYPE_CHECKING:
@@ -50,8 +51,6 @@ WINDOW_BATCHES = 4  # batches are planned from the oldest WINDOW_BATCHES × max_
 # Runner threads yield the CPU to the event loop: a few milliseconds of its work (reading,
 # admitting, refusing, answering) must not wait behind a batch that keeps every core busy.
 RUNNER_NICENESS = 5
-# Requests overlap when, on average, more than this share of them arrive with another in flight.
-OVERLAPPING = 0.2
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,9 +92,7 @@ class Batcher:
         self._admitting = False
         self._stopping = False
         self._rows_per_s = 0.0
-        self._last_arrival = 0.0
-        self._arrival_gap = 0.0  # moving average of the time between submits
-        self._overlap = 0.0  # moving average of the jobs in flight when one is submitted
+        self._arrivals = Arrivals(limits.max_wait_s)
         self._threads = [
             threading.Thread(target=self._work, name=f"gensen-batcher-{k}", daemon=True)
             for k in range(limits.runners)
@@ -186,8 +183,7 @@ class Batcher:
         if not self._admitting:
             raise NotReady("the service is shutting down")
         self.refuse_if_full(len(job.rows))
-        self._note_arrival(job.enqueued)
-        self._overlap = 0.7 * self._overlap + 0.3 * min(self._unfinished, 1)
+        self._arrivals.note(job.enqueued, in_flight=self._unfinished)
         self._queue.extend(Row(job, i, len(row)) for i, row in enumerate(job.rows))
         self._queued += job.pending
         self._queued_tokens += job.pending_tokens
@@ -281,7 +277,7 @@ class Batcher:
                     self._idle -= 1
                     continue
                 wait = self._oldest_enqueued() + self._limits.max_wait_s - time.monotonic()
-                if wait > 0 and self._more_is_coming() and not self._batch_is_full():
+                if wait > 0 and self._arrivals.more_are_coming() and not self._batch_is_full():
                     self._gathering += 1
                     self._cond.wait(wait)
                     self._gathering -= 1
@@ -295,7 +291,7 @@ class Batcher:
         """Whether `batch` runs alone: at low load, no other batch in inference and no other
         job admitted (lock held). Only then may it take every core; under load the runners keep
         the split measured fastest for full batches."""
-        if self._running != 1 or self._more_is_coming():
+        if self._running != 1 or self._arrivals.more_are_coming():
             return False
         return self._unfinished == len({id(row.job) for row in batch})
 
@@ -304,18 +300,6 @@ class Batcher:
             if not row.job.closed:
                 return row.job.enqueued
         return time.monotonic()
-
-    def _note_arrival(self, now: float) -> None:
-        if self._last_arrival:
-            gap = now - self._last_arrival
-            self._arrival_gap = 0.7 * self._arrival_gap + 0.3 * gap
-        self._last_arrival = now
-
-    def _more_is_coming(self) -> bool:
-        """Whether requests arrive often enough for waiting to gather more: often, and while
-        others are in flight (one client's requests one after another never overlap: its next
-        request comes only once this one is answered)."""
-        return self._arrival_gap < self._limits.max_wait_s and self._overlap > OVERLAPPING
 
     def _batch_is_full(self) -> bool:
         limits = self._limits
@@ -399,37 +383,10 @@ class Batcher:
         log.error("inference timed out", extra={**extra, "request_ids": request_ids(batch)})
 
     def _deliver(self, batch: list[Row], out: np.ndarray) -> None:
-        done: list[Job] = []
         with self._cond:
-            i = 0
-            while i < len(batch):
-                job, count = batch[i].job, len(batch[i].job.rows)
-                if _whole_job_at(batch, i):  # the common case: one slice, no copies
-                    i += count
-                    if not job.closed:
-                        job.out, job.left = out[i - count : i], 0
-                        self._finish(job, done)
-                    continue
-                self._deliver_row(batch[i], out[i], done)
-                i += 1
+            done = fill_jobs(batch, out)
+            self._unfinished -= len(done)
         settle(done)
-
-    def _deliver_row(self, row: Row, vector: np.ndarray, done: list[Job]) -> None:
-        """One row of a job that this batch holds in part (lock held)."""
-        job = row.job
-        if job.closed:
-            return
-        if job.out is None:
-            job.out = np.empty((len(job.rows), vector.shape[0]), dtype=vector.dtype)
-        job.out[row.index] = vector
-        job.left -= 1
-        if job.left == 0:
-            self._finish(job, done)
-
-    def _finish(self, job: Job, done: list[Job]) -> None:
-        job.closed = True
-        self._unfinished -= 1
-        done.append(job)
 
     def _record(self, rows: int, padded: int, real: int, seconds: float) -> None:
         rate = rows / max(seconds, 1e-6)
@@ -462,17 +419,3 @@ class Batcher:
     def _fail(self, job: Job, error: Exception) -> None:
         if self._close(job):
             settle_error(job, error)
-
-
-def _whole_job_at(batch: list[Row], i: int) -> bool:
-    """Whether `batch[i:]` starts with every row of that row's job, in order. A job's rows are
-    queued together and batches keep queue order, so its first and last rows at the right
-    distance mean that every row between is its own."""
-    row = batch[i]
-    last = i + len(row.job.rows) - 1
-    return (
-        row.index == 0
-        and last < len(batch)
-        and batch[last].job is row.job
-        and batch[last].index == len(row.job.rows) - 1
-    )

@@ -96,6 +96,54 @@ def request_ids(rows: list[Row]) -> list[str]:
     return [i for i in ids if i is not None][:LOGGED_REQUEST_IDS]
 
 
+def fill_jobs(batch: list[Row], out: np.ndarray) -> list[Job]:
+    """Hand each open job of `batch` its rows of `out` (the batch's embeddings, in batch
+    order); the jobs now complete, closed. A job whose rows are all in this batch, in order
+    (the common case), takes one slice of `out`, without a copy."""
+    done: list[Job] = []
+    i = 0
+    while i < len(batch):
+        job, count = batch[i].job, len(batch[i].job.rows)
+        if _whole_job_at(batch, i):
+            i += count
+            if not job.closed:
+                job.out, job.left = out[i - count : i], 0
+                job.closed = True
+                done.append(job)
+            continue
+        if _fill_row(batch[i], out[i]):
+            done.append(job)
+        i += 1
+    return done
+
+
+def _fill_row(row: Row, vector: np.ndarray) -> bool:
+    """One row of a job that the batch holds in part; whether that completed the job."""
+    job = row.job
+    if job.closed:
+        return False
+    if job.out is None:
+        job.out = np.empty((len(job.rows), vector.shape[0]), dtype=vector.dtype)
+    job.out[row.index] = vector
+    job.left -= 1
+    job.closed = job.left == 0
+    return job.closed
+
+
+def _whole_job_at(batch: list[Row], i: int) -> bool:
+    """Whether `batch[i:]` starts with every row of that row's job, in order. A job's rows are
+    queued together and batches keep queue order, so its first and last rows at the right
+    distance mean that every row between is its own."""
+    row = batch[i]
+    last = i + len(row.job.rows) - 1
+    return (
+        row.index == 0
+        and last < len(batch)
+        and batch[last].job is row.job
+        and batch[last].index == len(row.job.rows) - 1
+    )
+
+
 def settle(jobs: list[Job]) -> None:
     """Answer finished `jobs` with their rows, on their own loops (any thread): one hand-over
     per loop and sink."""
