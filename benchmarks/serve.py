@@ -642,7 +642,7 @@ def main(argv: list[str] | None = None) -> None:
 
 def tiny_bundle(folder: Path) -> Path:
     """The tests' tiny bundle (dim 32, a few hundred words), built in `folder` (needs torch)."""
-    from tests.conftest import build_tiny_bundle
+    from models.tiny import build_tiny_bundle
 
     return build_tiny_bundle(folder / "gensen-tiny")
 

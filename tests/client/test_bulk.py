@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 from gensen_client import Client, TooLarge, bulk
 
-from tests.conftest import tiny_sentences
+from models.tiny import tiny_sentences
 from tests.service.conftest import REPO_ROOT, ServiceProcess
 
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from gensen_client import AsyncClient, Client, InvalidRequest, RetryPolicy, TooLarge
 
-from tests.conftest import tiny_sentences
+from models.tiny import tiny_sentences
 from tests.service.conftest import REPO_ROOT, ServiceProcess
 
 MAX_INPUTS = 8

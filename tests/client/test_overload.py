@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from gensen_client import Client, RetryPolicy
 
-from tests.conftest import tiny_sentences
+from models.tiny import tiny_sentences
 from tests.service.conftest import ServiceProcess, report_figure
 
 pytestmark = pytest.mark.slow

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -216,3 +218,16 @@ def served(tiny_bundle: Path) -> Iterator[ServiceProcess]:
         yield service
     finally:
         service.stop()
+
+
+def heads_threshold(bundle: Path) -> float:
+    """The paraphrase threshold the bundle's card sets."""
+    return float(json.loads((bundle / "model.json").read_text())["paraphrase_threshold"])
+
+
+def bundle_with_threshold(bundle: Path, tmp_path: Path, threshold: float) -> Path:
+    """A copy of `bundle` whose card sets `threshold`."""
+    copy = Path(shutil.copytree(bundle, tmp_path / f"threshold-{threshold:.6f}"))
+    card = json.loads((copy / "model.json").read_text())
+    (copy / "model.json").write_text(json.dumps({**card, "paraphrase_threshold": threshold}))
+    return copy

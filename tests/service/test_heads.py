@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +10,7 @@ import pytest
 from service.bundle import load_bundle
 from service.engine import Engine
 from service.heads import PairHeads, cosine, normalize, softmax, truncate_dims
+from tests.service.conftest import bundle_with_threshold, heads_threshold
 
 RNG = np.random.default_rng(0)
 
@@ -62,19 +61,6 @@ def test_paraphrase_uses_the_cards_threshold(
     again = PairHeads(Engine(bundle, provider="cpu", encoder=False), bundle).paraphrase(u, v)
     assert [a["paraphrase"] for a in again] == [a["probability"] >= moved for a in answers]
     assert len({a["paraphrase"] for a in again}) == 2
-
-
-def heads_threshold(bundle: Path) -> float:
-    """The paraphrase threshold the bundle's card sets."""
-    return float(json.loads((bundle / "model.json").read_text())["paraphrase_threshold"])
-
-
-def bundle_with_threshold(bundle: Path, tmp_path: Path, threshold: float) -> Path:
-    """A copy of `bundle` whose card sets `threshold`."""
-    copy = Path(shutil.copytree(bundle, tmp_path / f"threshold-{threshold:.6f}"))
-    card = json.loads((copy / "model.json").read_text())
-    (copy / "model.json").write_text(json.dumps({**card, "paraphrase_threshold": threshold}))
-    return copy
 
 
 def test_nli_labels_follow_the_card(heads: PairHeads) -> None:

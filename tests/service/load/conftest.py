@@ -23,9 +23,9 @@ import httpx
 import numpy as np
 import pytest
 
+from models.tiny import WORDS
 from service.bundle import BundleError, load_bundle
 from service.settings import DEFAULT_BUNDLE
-from tests.conftest import WORDS
 
 Send = Callable[[httpx.AsyncClient], Awaitable[httpx.Response]]
 BACKOFF_S = 0.05

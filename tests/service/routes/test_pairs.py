@@ -8,8 +8,7 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.service.conftest import AppClient
-from tests.service.test_heads import bundle_with_threshold, heads_threshold
+from tests.service.conftest import AppClient, bundle_with_threshold, heads_threshold
 
 pytestmark = pytest.mark.anyio
 PAIRS = [
