@@ -208,14 +208,25 @@ class Engine:
     def reserve_memory(self, max_rows: int, batch_tokens: int, runners: int) -> None:
         """Run `runners` of the batches that need the most memory at once: rows of the bundle's
         longest window, as many as the limits allow. ONNX Runtime's arena keeps what a batch
-        took, so the process reaches its peak before it serves instead of minutes into serving."""
+        took, so the process reaches its peak before it serves instead of minutes into serving.
+
+        Raises EngineError when they do not run (a device too small for the limits): better
+        refused at start-up than failing the first large batch under load.
+        """
         length = self._bundle.max_tokens
         rows = max(1, min(max_rows, batch_tokens // length))
         ids = np.full((rows, length), 4, dtype=np.int64)
         lengths = np.full(rows, length, dtype=np.int64)
-        with ThreadPoolExecutor(runners) as pool:  # .result() raises what a run raised
-            for run in [pool.submit(self.embed, ids, lengths) for _ in range(runners)]:
-                run.result()
+        try:
+            with ThreadPoolExecutor(runners) as pool:  # .result() raises what a run raised
+                for run in [pool.submit(self.embed, ids, lengths) for _ in range(runners)]:
+                    run.result()
+        except Exception as exc:  # onnxruntime's own errors, out of memory among them
+            raise EngineError(
+                f"{runners} concurrent batch(es) of {rows} rows × {length} tokens, the largest "
+                f"the batch limits allow, do not run on {self.provider} ({exc}); lower "
+                "--batch-tokens, --max-batch-rows or --batch-runners"
+            ) from exc
 
     def _check_projection(self, rows: np.ndarray) -> None:
         """The projection of the encoder's features gives its embeddings (BundleError if not)."""

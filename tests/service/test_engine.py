@@ -338,3 +338,44 @@ def test_a_batch_alone_takes_every_cpu_and_embeds_the_same(tiny_bundle: Path) ->
 def test_fixed_threads_are_kept_for_a_lone_batch_too(tiny_bundle: Path) -> None:
     engine = Engine(load_bundle(tiny_bundle), provider="cpu", intra_op_threads=1, runners=2)
     assert engine.parallelism.alone_threads == 0  # the same sessions as every batch
+
+
+class RecordingEngine(Engine):
+    """The real engine, recording each batch's shape, and failing past `most_tokens` as a device
+    too small for the batch would."""
+
+    def __init__(self, *args: object, most_tokens: int = 10**9, **options: object) -> None:
+        super().__init__(*args, **options)  # type: ignore[arg-type]
+        self.shapes: list[tuple[int, ...]] = []
+        self.most_tokens = most_tokens
+
+    def embed(self, input_ids: np.ndarray, lengths: np.ndarray, alone: bool = False) -> np.ndarray:
+        self.shapes.append(input_ids.shape)
+        if input_ids.size > self.most_tokens:
+            raise RuntimeError("Failed to allocate memory")
+        return super().embed(input_ids, lengths, alone)
+
+
+@pytest.mark.parametrize(
+    ("max_rows", "batch_tokens", "runners", "shape"),
+    [(64, 8192, 2, (64, 32)), (8, 8192, 1, (8, 32)), (64, 256, 2, (8, 32)), (64, 16, 1, (1, 32))],
+)
+def test_memory_is_reserved_with_the_largest_batches_on_every_runner(
+    tiny_bundle: Path, max_rows: int, batch_tokens: int, runners: int, shape: tuple[int, int]
+) -> None:
+    engine = RecordingEngine(
+        load_bundle(tiny_bundle), provider="cpu", intra_op_threads=1, runners=2
+    )
+    engine.reserve_memory(max_rows, batch_tokens, runners)
+    assert engine.shapes == [shape] * runners  # rows of the bundle's whole window (32 tokens)
+
+
+def test_limits_the_device_cannot_run_are_refused_at_start_up(tiny_bundle: Path) -> None:
+    engine = RecordingEngine(
+        load_bundle(tiny_bundle), provider="cpu", intra_op_threads=1, runners=2, most_tokens=1024
+    )
+    with pytest.raises(
+        EngineError, match=r"2 concurrent batch\(es\) of 64 rows × 32 tokens.*--batch-tokens"
+    ):
+        engine.reserve_memory(64, 8192, 2)
+    engine.reserve_memory(32, 1024, 2)  # within what it can run
