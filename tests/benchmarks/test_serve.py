@@ -29,5 +29,7 @@ def test_serve_benchmark_writes_its_figures(tiny_bundle: Path, tmp_path: Path) -
         assert load["main_cpu_ms_per_request"] > 0
         assert load["engine_cpu_ms_per_request"] > 0  # the engine process apart
         assert load["workers_cpu_ms_per_request"] > 0
+        assert load["served_mean_batch_rows"] >= 1  # /nli: two rows a pair
+        assert 0 < load["encoder_cpu_ms_per_request"] < load["engine_cpu_ms_per_request"]
     assert figures["raw_by_length_batch_64_sentences_per_s"] > 0
     assert figures["low_load_p50_ms"] > 0
