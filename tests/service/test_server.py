@@ -122,21 +122,32 @@ def _metric(text: str, name: str) -> float:
     return float(found.group(1)) if found else 0.0
 
 
+def _wait_until_queued(client: httpx.Client, rows: int, timeout: float = 30) -> None:
+    """Until /metrics shows at least `rows` rows queued."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if _metric(client.get("/metrics").text, "gensen_queue_depth") >= rows:
+            return
+        time.sleep(0.01)
+    pytest.fail(f"{rows} rows were never queued")
+
+
 def test_a_client_that_leaves_frees_its_work(tiny_bundle: Path) -> None:
     """The request waits in the queue behind a long one; its client hangs up; its rows are
     dropped, never computed."""
     one_row_at_a_time = ["--batch-runners", "1", "--intra-op-threads", "1", "--max-batch-rows", "1"]
-    service = ServiceProcess(tiny_bundle, *one_row_at_a_time, "--queue-capacity", "20000")
-    long_text = ("a man is playing the guitar " * 150)[:4000]
+    service = ServiceProcess(tiny_bundle, *one_row_at_a_time, "--queue-capacity", "100000")
+    long_text = ("a man is playing the guitar " * 450)[:12000]
     try:
         service.wait_ready()
         with (
             httpx.Client(base_url=service.url, timeout=120) as client,
             ThreadPoolExecutor(1) as pool,
         ):
-            # thousands of windows, one batch each: the runner is busy for seconds
+            # about 20,000 windows, one batch each: the runner is busy for seconds, far longer
+            # than the 0.7 s the other request needs to be sent, wait and leave
             blocker = pool.submit(client.post, "/embed", json={"inputs": [long_text] * 240})
-            time.sleep(0.3)
+            _wait_until_queued(client, rows=1000)  # parsed, tokenised and admitted
             with pytest.raises(httpx.ReadTimeout):
                 client.post("/embed", json={"inputs": ["a man"] * 10}, timeout=0.4)
             computed = int(blocker.result().headers["x-embedded-windows"])
