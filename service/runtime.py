@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import resource
 import sys
 import time
 from collections.abc import Callable
@@ -97,6 +98,7 @@ def start_engine(
             "max_batch_rows": limits.max_batch_rows,
             "batch_tokens": limits.batch_tokens,
             "step_cost_rows": round(step_cost, 2),
+            "peak_resident_mib": _peak_resident_mib(),
             "startup_s": round(time.perf_counter() - began, 3),
         },
     )
@@ -261,6 +263,12 @@ def batch_limits(settings: Settings, engine: Engine, step_cost: float) -> BatchL
         step_cost=step_cost,
         inference_timeout_s=settings.inference_timeout_s,
     )
+
+
+def _peak_resident_mib() -> float:
+    """The most memory this process has held resident (after `Engine.reserve_memory`, about
+    what it holds while serving: what a container's memory limit must allow)."""
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # KiB on Linux
 
 
 def _unless_auto(value: int | str) -> int | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import shutil
 import socket
@@ -38,6 +39,8 @@ def test_logs_are_json_lines_without_request_texts(served: ServiceProcess) -> No
     httpx.post(f"{served.url}/embed", json={"inputs": secret, "normalize": "bad"})
     log = served.stderr()
     assert '"message":"model ready"' in log
+    ready = next(json.loads(line) for line in log.splitlines() if '"engine ready"' in line)
+    assert 50 < ready["peak_resident_mib"] < 4096  # what a container's memory limit must allow
     assert all(line.startswith("{") for line in log.splitlines() if line.strip())
     assert "zebra" not in log
 
