@@ -31,13 +31,18 @@ SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
 )
 # The API serves data, never pages; the browser pages (service.routes.pages) set their own.
 API_CSP = (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'")
+# While draining, every answer ends its connection: a client that reused it for the next request
+# could send into a socket that the shutdown closes under it (a read error instead of a 503 or a
+# refused connection it would retry elsewhere).
+CLOSE = (b"connection", b"close")
 
 
 class EdgeMiddleware:
     """Outermost middleware, one layer for everything each request needs at the edge:
 
     - an id (the client's `X-Request-Id` or a new one), current for the logs and echoed;
-    - the security headers on every answer (a page keeps the Content-Security-Policy it sets);
+    - the security headers on every answer (a page keeps the Content-Security-Policy it sets),
+      and `Connection: close` on every answer once the service drains;
     - the request's count and latency by route template and status (`service.metrics`);
     - the body size limit: a declared `Content-Length` over `max_bytes` is refused before any
       byte is read, a chunked body as it arrives; the refusal is raised from the body read,
@@ -75,7 +80,8 @@ class EdgeMiddleware:
             if message["type"] == "http.response.start":
                 started = True
                 status = message["status"]
-                message["headers"] = _merged(message.get("headers", []), extra)
+                headers = [*extra, CLOSE] if _draining(scope) else extra
+                message["headers"] = _merged(message.get("headers", []), headers)
             await send(message)
 
         token = set_request_id(request_id)
@@ -119,6 +125,11 @@ def request_id_of(scope: Scope) -> str:
             return value.decode()
     # A correlation id, not a secret: the process's PRNG (no system call per request).
     return f"{random.getrandbits(128):032x}"
+
+
+def _draining(scope: Scope) -> bool:
+    runtime = getattr(scope["app"].state, "runtime", None)
+    return bool(getattr(runtime, "draining", False))
 
 
 def _merged(

@@ -13,7 +13,9 @@ pytestmark = pytest.mark.anyio
 
 
 async def test_health_and_ready(client: httpx.AsyncClient) -> None:
-    assert (await client.get("/health")).json() == {"status": "ok"}
+    health = await client.get("/health")
+    assert health.json() == {"status": "ok"}
+    assert "connection" not in health.headers  # connections are kept while serving
     assert (await client.get("/ready")).json() == {"status": "ready"}
 
 
@@ -30,6 +32,8 @@ async def test_draining_turns_not_ready_and_refuses_work(client: httpx.AsyncClie
     assert "retry-after" in refused.headers
     assert refused_v1.status_code == 503
     assert refused_v1.json()["error"]["type"] == "server_error"
+    # no client reuses a connection that the shutdown is about to close
+    assert {r.headers["connection"] for r in (ready, refused, refused_v1)} == {"close"}
 
 
 async def test_drain_finishes_admitted_work(app_client: AppClient) -> None:
@@ -44,6 +48,7 @@ async def test_drain_finishes_admitted_work(app_client: AppClient) -> None:
         response = await admitted
     assert response.status_code == 200
     assert len(response.json()) == 2
+    assert response.headers["connection"] == "close"  # answered during the drain
 
 
 async def test_health_fails_when_the_worker_died(client: httpx.AsyncClient) -> None:
