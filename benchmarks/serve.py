@@ -78,17 +78,27 @@ def raw_throughput(
     engine: Engine, rows: list[list[int]], pad_id: int, batch: int, seconds: float
 ) -> float:
     """Sentences per second through `engine.embed` in consecutive batches of `batch` rows."""
+    done, wall, _ = _run_batches(engine, rows, pad_id, batch, seconds)
+    return done / wall
+
+
+def _run_batches(
+    engine: Engine, rows: list[list[int]], pad_id: int, batch: int, seconds: float
+) -> tuple[int, float, float]:
+    """Rows run, wall seconds and CPU seconds (every thread of this process) of `engine.embed`
+    on consecutive batches of `batch` rows, in shuffled order, for about `seconds`."""
     batches = [
         pad_rows(rows[start : start + batch], pad_id)
         for start in range(0, len(rows) - batch + 1, batch)
     ]
     random.Random(0).shuffle(batches)  # any stretch of time sees every length
     engine.embed(*batches[0])
-    done, began, i = 0, time.perf_counter(), 0
+    done, i = 0, 0
+    began, cpu_began = time.perf_counter(), time.process_time()
     while time.perf_counter() - began < seconds:
         engine.embed(*batches[i % len(batches)])
         done, i = done + batch, i + 1
-    return done / (time.perf_counter() - began)
+    return done, time.perf_counter() - began, time.process_time() - cpu_began
 
 
 def encoder_cpu_per_row(
@@ -97,17 +107,8 @@ def encoder_cpu_per_row(
     """CPU seconds (every thread of this process) per row of `engine.embed` in consecutive
     batches of `batch` rows: what the served engine's own inference costs at the batch size it
     ran, so that its CPU per request can be split into encoder and everything else."""
-    batches = [
-        pad_rows(rows[start : start + batch], pad_id)
-        for start in range(0, len(rows) - batch + 1, batch)
-    ]
-    engine.embed(*batches[0])
-    done, i = 0, 0
-    began, cpu_began = time.perf_counter(), time.process_time()
-    while time.perf_counter() - began < seconds:
-        engine.embed(*batches[i % len(batches)])
-        done, i = done + batch, i + 1
-    return (time.process_time() - cpu_began) / done
+    done, _, cpu = _run_batches(engine, rows, pad_id, batch, seconds)
+    return cpu / done
 
 
 def raw_latencies(

@@ -20,7 +20,7 @@ import onnxruntime as ort
 
 from service.bundle import BundleError
 
-log = logging.getLogger("service.engine")
+log = logging.getLogger("service.sessions")
 
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
@@ -78,7 +78,7 @@ def _share_cpu_arena() -> None:
 @contextlib.contextmanager
 def quiet_logs() -> Iterator[None]:
     """ONNX Runtime's own log silenced: a failed CUDA probe would print a frightening error on
-    every CPU machine (the reason is logged by the engine instead)."""
+    every CPU machine (the engine logs the reason instead)."""
     ort.set_default_logger_severity(4)
     try:
         yield
