@@ -8,11 +8,14 @@ Starts `python -m service` with its defaults on loopback (from `--tree`, another
 measure it side by side) and measures, with `/embed` and no request options (what a user gets):
 
 0. Content kept after k unrelated sentences, for each k of `--counts`. A sentence S of an STS-B
-   dev pair scored 4.5 or more follows k SNLI test sentences U drawn at random; P is the other
-   side of the pair. Kept is (cos(U + S, P) - cos(U, P)) / (cos(S, P) - cos(U, P)): 1 means
-   nothing of S was lost. A single vector that treats the k + 1 sentences alike keeps at most
-   1/sqrt(k + 1) of each; that limit is printed beside it. Medians over the pairs.
-1. Content kept. A sentence S of an STS-B dev pair scored 4.5 or more is placed after at least
+   dev pair scored 4.5 or more (its first side, of 6 words or more) follows k SNLI test
+   sentences U drawn at random; P is the other side of the pair. Kept is
+   (cos(U + S, P) - cos(U, P)) / (cos(S, P) - cos(U, P)): 1 means nothing of S was lost.
+   A single vector that treats the k + 1 sentences alike keeps at most
+   1/sqrt(k + 1) of each; that limit is printed beside it. Every such pair of STS-B dev (116;
+   `--pairs N` takes the first N), under `--draws` random draws of the unrelated sentences:
+   the median over the pairs and the mean over the pairs, each the median over the draws.
+1. Content kept. A sentence S of one of the first 60 such pairs is placed after at least
    `--filler-tokens` tokens of unrelated text U; P is the other side of the pair. Kept content is
    (cos(U + S, P) - cos(U, P)) / cos(S, P): the share of what S alone reaches that survives in
    the long text (1: all of it; 0: none, as when the input was cut before S). Two kinds of U:
@@ -48,6 +51,8 @@ from service.bundle import load_bundle
 from service.settings import DEFAULT_BUNDLE
 from service.tokenization import TextTokenizer
 
+RELEVANCE_PAIRS = 60  # measure 1's pairs unless `--pairs` says otherwise
+
 
 def relevance_cases(
     tokenizer: TextTokenizer, filler_tokens: int, count: int, seed: int = 0
@@ -75,24 +80,31 @@ def relevance_cases(
 
 
 def kept_after_sentences(
-    url: str, tokenizer: TextTokenizer, counts: list[int], pairs: int, seed: int = 0
+    url: str, tokenizer: TextTokenizer, counts: list[int], pairs: int | None, draws: int = 3
 ) -> list[dict[str, float]]:
-    """Kept content (module docstring, 0) after k unrelated SNLI sentences, for each k."""
+    """Kept content (module docstring, 0) after k unrelated SNLI sentences, for each k: the
+    median over `draws` seeded draws of the unrelated sentences of each figure."""
     root = data_root()
     close = [p for p in read_stsb(root, "dev") if p.label >= 4.5 and len(p.a.split()) >= 6]
+    close = close[:pairs] if pairs else close
     unrelated = sorted({p.a for p in read_snli(root, "test")})
-    rng = random.Random(seed)
     rows = []
     for k in counts:
-        cases = [(" ".join(rng.sample(unrelated, k)), p.a, p.b) for p in close[:pairs]]
-        tokens = [len(ids) for ids in tokenizer.encode([f"{u} {s}" for u, s, _ in cases]).ids]
-        figures = kept_content(url, cases, against_unrelated=True)
+        by_draw, tokens = [], []
+        for seed in range(draws):
+            rng = random.Random(f"{seed}/{k}")
+            cases = [(" ".join(rng.sample(unrelated, k)), p.a, p.b) for p in close]
+            texts = [f"{u} {s}" for u, s, _ in cases]
+            tokens += [len(ids) for ids in tokenizer.encode(texts).ids]
+            by_draw.append(kept_content(url, cases, against_unrelated=True))
+        figures = {name: statistics.median(d[name] for d in by_draw) for name in by_draw[0]}
         rows.append(
             {
                 "unrelated_sentences": k,
                 "tokens": round(statistics.median(tokens)),
                 "limit": round(1 / (k + 1) ** 0.5, 3),
                 **figures,
+                "kept_by_draw": [d["kept"] for d in by_draw],
             }
         )
     return rows
@@ -101,8 +113,9 @@ def kept_after_sentences(
 def kept_content(
     url: str, cases: list[tuple[str, str, str]], against_unrelated: bool = False
 ) -> dict[str, float]:
-    """Median kept content (module docstring) and the cosines it is made of;
-    `against_unrelated`: divided by cos(S, P) - cos(U, P) (measure 0), else by cos(S, P)."""
+    """Kept content (module docstring): its median and mean over the pairs, and the median
+    cosines it is made of; `against_unrelated`: divided by cos(S, P) - cos(U, P) (measure 0),
+    else by cos(S, P)."""
 
     def embed(texts: list[str]) -> np.ndarray:
         response = httpx.post(f"{url}/embed", json={"inputs": texts}, timeout=120)
@@ -116,8 +129,10 @@ def kept_content(
     inside = (embed(long_text) * p).sum(1)
     without = (embed(unrelated) * p).sum(1)
     scale = alone - without if against_unrelated else alone
+    kept = (inside - without) / scale
     return {
-        "kept": round(float(np.median((inside - without) / scale)), 3),
+        "kept": round(float(np.median(kept)), 3),
+        "kept_mean": round(float(np.mean(kept)), 3),
         "cos_alone": round(float(np.median(alone)), 3),
         "cos_in_long_text": round(float(np.median(inside)), 3),
         "cos_unrelated_alone": round(float(np.median(without)), 3),
@@ -158,7 +173,12 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--bundle", type=Path, default=DEFAULT_BUNDLE)
     parser.add_argument("--filler-tokens", type=int, default=200)
-    parser.add_argument("--pairs", type=int, default=60)
+    parser.add_argument(
+        "--pairs", type=int, default=None, help="the first N pairs (default: every one)"
+    )
+    parser.add_argument(
+        "--draws", type=int, default=3, help="draws of the unrelated sentences (measure 0)"
+    )
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--long-clients", type=int, default=2)
     parser.add_argument("--long-windows", type=int, default=3)
@@ -176,12 +196,15 @@ def main(argv: list[str] | None = None) -> None:
     tree = {"tree": args.tree} if args.tree else {}
     server = Server(args.bundle, free_port(), [], **tree)
     try:
-        by_count = kept_after_sentences(server.url, tokenizer, counts, args.pairs)
-        print("unrelated  tokens  limit 1/sqrt(k+1)  kept  kept/limit")
+        by_count = kept_after_sentences(server.url, tokenizer, counts, args.pairs, args.draws)
+        print("unrelated  tokens  limit 1/sqrt(k+1)  kept (median, mean)  / limit")
         for row in by_count:
-            k, limit = row["unrelated_sentences"], row["limit"]
+            k, limit, kept, mean = (
+                row[n] for n in ("unrelated_sentences", "limit", "kept", "kept_mean")
+            )
             print(
-                f"{k:9}  {row['tokens']:6}  {limit:17}  {row['kept']:4}  {row['kept'] / limit:.2f}"
+                f"{k:9}  {row['tokens']:6}  {limit:17}  {kept:6}, {mean:6}  "
+                f"{kept / limit:.2f}, {mean / limit:.2f}"
             )
         if args.kept_only:
             if args.out:
@@ -190,7 +213,9 @@ def main(argv: list[str] | None = None) -> None:
             return
         kept = {
             kind: kept_content(server.url, cases)
-            for kind, cases in relevance_cases(tokenizer, args.filler_tokens, args.pairs).items()
+            for kind, cases in relevance_cases(
+                tokenizer, args.filler_tokens, args.pairs or RELEVANCE_PAIRS
+            ).items()
         }
         for kind, figures in kept.items():
             print(f"content kept after {args.filler_tokens}+ tokens of {kind} text: {figures}")

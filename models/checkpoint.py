@@ -13,7 +13,8 @@ from torch import nn
 
 from models.config import TrainConfig
 from models.encoder import GensenEncoder, PairClassifier
-from models.tasks import HEAD_CLASSES
+from models.tasks import HEAD_CLASSES, TRANSFER_HEAD
+from models.teacher import TEACHER_DIM
 
 
 def build_model(config: TrainConfig) -> tuple[GensenEncoder, nn.ModuleDict]:
@@ -25,6 +26,8 @@ def build_model(config: TrainConfig) -> tuple[GensenEncoder, nn.ModuleDict]:
     heads = nn.ModuleDict(
         {n: PairClassifier(dim, c, config.head_hidden) for n, c in HEAD_CLASSES.items()}
     )
+    if config.transfer_weight:  # training only: the bundle never serves it
+        heads[TRANSFER_HEAD] = nn.Linear(dim, TEACHER_DIM)
     return encoder, heads
 
 

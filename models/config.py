@@ -59,6 +59,11 @@ class TrainConfig:
     max_tokens: int = 64  # the longest input trained and exported; the service windows longer ones
     teachers: list[str] = field(default_factory=lambda: ["paraphrase-MiniLM-L3-v2"])
     glove_init: bool = True  # GloVe 6B-50d in the first 50 embedding dimensions
+    # A general-purpose target beside the paraphrase one: this teacher's vectors (standardised)
+    # are regressed from the output vector through a linear head of their own, on the distill
+    # task's sentences, with this weight beside its cosine loss (0: not at all).
+    transfer_teacher: str | None = None
+    transfer_weight: float = 0.0
     # model
     encoder: EncoderConfig = field(default_factory=lambda: EncoderConfig(vocab_size=40_000))
     head_hidden: int = 512

@@ -63,21 +63,42 @@ class Task:
 
 
 class DistillationTask(Task):
-    """Match the teacher's vector of a text: loss 1 - cosine(student, teacher)."""
+    """Match the teacher's vector of a text: loss 1 - cosine(student, teacher).
+
+    With `transfer` (a second, general-purpose target per text) and its `transfer_weight`,
+    the student's vector must also predict that target through the TRANSFER_HEAD (a linear
+    map; mean squared error): the vector keeps what the paraphrase target leaves out, such as
+    question type and sentiment, in directions that cosine similarity weighs little.
+    """
 
     def __init__(
-        self, ids: list[list[int]], teacher: np.ndarray, batch_size: int, name: str = "distill"
+        self,
+        ids: list[list[int]],
+        teacher: np.ndarray,
+        batch_size: int,
+        name: str = "distill",
+        transfer: np.ndarray | None = None,
+        transfer_weight: float = 0.0,
     ) -> None:
         self.ids, self.teacher, self.batch_size, self.name = ids, teacher, batch_size, name
+        self.transfer = transfer if transfer_weight else None
+        self.transfer_weight = transfer_weight
         self.lengths = np.array([len(r) for r in ids])
 
     def make_batch(self, rows: np.ndarray) -> Batch:
         ids, lengths = _tensors([self.ids[i] for i in rows])
-        return {"ids": ids, "lengths": lengths, "target": torch.from_numpy(self.teacher[rows])}
+        batch = {"ids": ids, "lengths": lengths, "target": torch.from_numpy(self.teacher[rows])}
+        if self.transfer is not None:
+            batch["transfer"] = torch.from_numpy(self.transfer[rows])
+        return batch
 
     def loss(self, encoder, heads, batch):
         student = encoder(batch["ids"], batch["lengths"])
-        return (1 - F.cosine_similarity(student, batch["target"])).mean()
+        loss = (1 - F.cosine_similarity(student, batch["target"])).mean()
+        if "transfer" in batch:
+            predicted = heads[TRANSFER_HEAD](student)
+            loss = loss + self.transfer_weight * F.mse_loss(predicted, batch["transfer"])
+        return loss
 
 
 class PairTask(Task):
@@ -117,6 +138,7 @@ class ClassificationTask(PairTask):
 
 
 HEAD_CLASSES = {"nli": 3, "paraphrase": 2, "rte": 2}
+TRANSFER_HEAD = "transfer"  # the distill task's linear head to the general-purpose target
 
 
 def passage_examples(
@@ -160,6 +182,8 @@ class TaskData:
     teacher: np.ndarray | None
     seed: int = 0
     passages: list[list[int]] | None = None  # runs of consecutive sentences (indices)
+    transfer: np.ndarray | None = None  # the general-purpose target of each sentence
+    transfer_weight: float = 0.0
 
 
 def _pair_task(
@@ -211,7 +235,13 @@ def build_tasks(
     if names & {"distill", "passage"}:
         sentence_ids = encode(d.tokenizer, d.sentences, d.max_tokens)
     if "distill" in names:
-        tasks["distill"] = DistillationTask(sentence_ids, d.teacher, sentence_batch)
+        tasks["distill"] = DistillationTask(
+            sentence_ids,
+            d.teacher,
+            sentence_batch,
+            transfer=d.transfer,
+            transfer_weight=d.transfer_weight,
+        )
     if "passage" in names:
         ids, targets = passage_examples(
             sentence_ids, d.teacher, d.passages or [], d.max_tokens, d.seed

@@ -118,15 +118,19 @@ def prepare(config: TrainConfig, root: Path) -> TaskData:
     else:
         tokenizer = train_tokenizer(sentences, config.vocab_size, config.lowercase)
         tokenizer.save(str(tokenizer_path))
-    teacher = None
+    teacher = transfer = None
     if any({"distill", "passage"} & p.weights.keys() for p in config.phases):
-        from models.teacher import cached_teacher_vectors, combined_targets
+        from models.teacher import cached_teacher_vectors, combined_targets, standardised
 
         cache = Path(".cache/teacher")
         vectors = [
             cached_teacher_vectors(sentences, cache, config.threads, n) for n in config.teachers
         ]
         teacher = combined_targets(vectors, config.encoder.output_dim)
+        if config.transfer_weight and config.transfer_teacher:
+            transfer = standardised(
+                cached_teacher_vectors(sentences, cache, config.threads, config.transfer_teacher)
+            )
     log.info(
         "corpus: %d sentences, %d passages, vocabulary %d",
         len(sentences),
@@ -134,7 +138,15 @@ def prepare(config: TrainConfig, root: Path) -> TaskData:
         tokenizer.get_vocab_size(),
     )
     return TaskData(
-        root, tokenizer, config.max_tokens, sentences, teacher, config.seed, text.passages
+        root,
+        tokenizer,
+        config.max_tokens,
+        sentences,
+        teacher,
+        config.seed,
+        text.passages,
+        transfer,
+        config.transfer_weight,
     )
 
 

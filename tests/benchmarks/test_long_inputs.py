@@ -24,4 +24,8 @@ def test_long_inputs_benchmark_writes_its_figures(
     figures = json.loads(out.read_text())
     assert set(figures["kept"]) == {"passage", "mixed"}
     assert figures["kept"]["passage"]["pairs"] == 5
+    after = figures["kept_after"]
+    assert [row["unrelated_sentences"] for row in after] == [10, 18, 24, 36]
+    assert all(len(row["kept_by_draw"]) == 3 and row["pairs"] == 5 for row in after)
+    assert all(-1 < row["kept_mean"] < 2 for row in after)
     assert figures["mixed"]["with long"]["short_sentences_per_s"] > 0

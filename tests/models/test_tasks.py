@@ -38,3 +38,48 @@ def test_passage_examples_join_whole_sentences_within_the_limit():
         used = [i for i, sentence in enumerate(sentence_ids) if set(sentence) <= set(row)]
         assert row == [t for i in used for t in sentence_ids[i]]
         np.testing.assert_allclose(vector, np.eye(4)[used].mean(0) / np.sqrt(1 / len(used)))
+
+
+def test_distillation_with_a_transfer_target_learns_it_through_its_own_head():
+    import numpy as np
+    import torch
+
+    from models.checkpoint import build_model
+    from models.config import TrainConfig
+    from models.encoder import EncoderConfig
+    from models.tasks import TRANSFER_HEAD, DistillationTask
+    from models.teacher import TEACHER_DIM, standardised
+
+    rng = np.random.default_rng(0)
+    ids = [list(rng.integers(4, 50, size=rng.integers(3, 9))) for _ in range(64)]
+    target = rng.standard_normal((64, 16)).astype(np.float32)
+    # a general-purpose target the paraphrase one does not determine: a class of the first word
+    classes = rng.standard_normal((4, TEACHER_DIM)).astype(np.float32) * 5 + 3
+    transfer = standardised(classes[[row[0] % 4 for row in ids]])
+    np.testing.assert_allclose(transfer.mean(0), 0, atol=1e-5)
+    np.testing.assert_allclose(transfer.std(0), 1, atol=1e-4)
+    config = TrainConfig(encoder=EncoderConfig(50, 16, 16, 1, "max", 16), transfer_weight=0.5)
+    torch.manual_seed(0)
+    encoder, heads = build_model(config)
+    assert TRANSFER_HEAD in heads
+    assert TRANSFER_HEAD not in build_model(TrainConfig(encoder=config.encoder))[1]
+    plain = DistillationTask(ids, target, 64)
+    task = DistillationTask(ids, target, 64, transfer=transfer, transfer_weight=0.5)
+    batch = task.make_batch(np.arange(64))
+    assert "transfer" not in plain.make_batch(np.arange(64))
+
+    def transfer_error() -> float:
+        with torch.no_grad():
+            student = encoder(batch["ids"], batch["lengths"])
+            return float(((heads[TRANSFER_HEAD](student) - batch["transfer"]) ** 2).mean())
+
+    with torch.no_grad():
+        extra = task.loss(encoder, heads, batch) - plain.loss(encoder, heads, batch)
+    np.testing.assert_allclose(float(extra), 0.5 * transfer_error(), rtol=1e-4)
+    before = transfer_error()
+    optimizer = torch.optim.Adam([*encoder.parameters(), *heads.parameters()], lr=1e-2)
+    for _ in range(60):
+        optimizer.zero_grad()
+        task.loss(encoder, heads, batch).backward()
+        optimizer.step()
+    assert transfer_error() < 0.5 * before
