@@ -1,5 +1,5 @@
 """Kubernetes manifests: each kustomization renders, every resource is valid under
-`kubernetes-validate --strict`, and the Deployment keeps the promises of the issue and DESIGN.md."""
+`kubernetes-validate --strict`, and the Deployment keeps the promises of the README and DESIGN.md."""
 
 from __future__ import annotations
 
