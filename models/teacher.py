@@ -14,6 +14,7 @@ import hashlib
 import importlib.metadata
 import logging
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 from tokenizers import Tokenizer
@@ -103,8 +104,8 @@ class MiniLML6Teacher(Teacher):
     sentence embedding) and its 4th, from one pass."""
 
     name = MINILM_L6
-    outputs = (MINILM_L6, MINILM_L6_LAYER4)
-    _LAYERS = (6, 4)  # hidden_states index of each output (0 is the embedding layer)
+    _LAYER_OF: ClassVar[dict[str, int]] = {MINILM_L6: 6, MINILM_L6_LAYER4: 4}  # 0: embeddings
+    outputs = tuple(_LAYER_OF)
 
     def __init__(self, threads: int = 0, max_tokens: int = 256) -> None:
         import torch
@@ -125,7 +126,7 @@ class MiniLML6Teacher(Teacher):
                 attention_mask=torch.from_numpy(mask),
                 output_hidden_states=True,
             )
-        return [output.hidden_states[layer].numpy() for layer in self._LAYERS]
+        return [output.hidden_states[self._LAYER_OF[name]].numpy() for name in self.outputs]
 
 
 class MiniLML6Layer4Teacher(MiniLML6Teacher):

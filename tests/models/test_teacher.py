@@ -8,12 +8,16 @@ import pytest
 from models import teacher
 
 
-@pytest.fixture(scope="module")
-def model():
+def _loaded(network: type[teacher.Teacher]) -> teacher.Teacher:
     try:
-        return teacher.Teacher(threads=1)
+        return network(threads=1)
     except (FileNotFoundError, ModuleNotFoundError) as error:
         pytest.skip(f"teacher packages not installed ({error}); run make install-train")
+
+
+@pytest.fixture(scope="module")
+def model():
+    return _loaded(teacher.Teacher)
 
 
 def test_vectors_do_not_depend_on_batch_mates(model):
@@ -67,10 +71,7 @@ def test_unknown_teacher_is_refused(tmp_path):
 
 @pytest.fixture(scope="module")
 def minilm_l6():
-    try:
-        return teacher.MiniLML6Teacher(threads=1)
-    except (FileNotFoundError, ModuleNotFoundError) as error:
-        pytest.skip(f"teacher packages not installed ({error}); run make install-train")
+    return _loaded(teacher.MiniLML6Teacher)
 
 
 def test_one_pass_of_minilm_l6_gives_its_last_and_its_4th_layer(minilm_l6, tmp_path, monkeypatch):
