@@ -29,10 +29,15 @@ from service.jobs import Job
 from service.logs import current_request_id
 from service.schemas import CONTROL_CLASS
 from service.tokenization import Encoded, TextTokenizer
-from service.windows import WindowVector, default_overlap, split, window_vectors
+from service.windows import (
+    FeaturePooling,
+    WindowVector,
+    default_overlap,
+    split,
+    window_vectors,
+)
 
 Disconnected = Callable[[], Awaitable[Any]]
-Project = Callable[[np.ndarray], np.ndarray]  # pooled features [rows, F] -> vectors [rows, dim]
 WATCH_AFTER_S = 0.1  # a request still waiting after this long starts watching its connection
 # Control characters (Unicode category Cc) other than tab, line feed, vertical tab, form feed
 # and carriage return, which real text holds: an input with one is refused, not guessed at.
@@ -68,17 +73,18 @@ class Embedder:
         batcher: Batcher,
         limits: RequestLimits,
         dim: int,
-        project: Project | None = None,
+        pooling: FeaturePooling | None = None,
     ) -> None:
         """`dim`: the vectors' width (the batcher's rows may carry pooled features after it);
-        `project`: maps the max-pooled features of a long text's windows to its vector (None:
-        the bundle has no features, and windows are averaged)."""
+        `pooling`: how a long text's windows make its vector from their features (None: the
+        bundle has none, and windows are averaged)."""
         self._tokenizer = tokenizer
         self._batcher = batcher
         self._dim = dim
-        self._project = project
+        self._pooling = pooling
         self.limits = limits
-        self.overlap = default_overlap(tokenizer.max_tokens)
+        size = tokenizer.max_tokens
+        self.overlap = pooling.overlap(size) if pooling else default_overlap(size)
         self.accepting = False  # set by the lifecycle: after warm-up, until draining
 
     async def embed(
@@ -117,7 +123,7 @@ class Embedder:
         deadline = time.monotonic() + self.limits.timeout_s
         job = self._batcher.submit(windows.rows, deadline, request_id=current_request_id())
         rows = await self._wait(job, disconnected)
-        vectors = windows.pool(rows, self._dim, self._project)
+        vectors = windows.pool(rows, self._dim, self._pooling)
         found = None
         if by_window:
             found = window_vectors(windows, rows[:, : self._dim], texts, encoded.offsets or [])
