@@ -111,22 +111,6 @@ class GensenEncoder(nn.Module):
         return self.projection(self.dropout(pooled))
 
 
-def part_maxes(states: torch.Tensor, lengths: torch.Tensor, edge: int) -> torch.Tensor:
-    """[B, 3D]: max over time of [B, T, D] states over each row's first `edge` positions, its
-    middle and its last `edge`, side by side (-inf for an empty part): encoder.onnx's
-    `part_features` (models/onnx_graph.py), for checking it."""
-    times = torch.arange(states.size(1)).unsqueeze(0)  # [1, T]
-    length = lengths.unsqueeze(1)
-    masks = (
-        (times < edge) & (times < length),
-        (times >= edge) & (times < length - edge),
-        (times >= length - edge) & (times < length),
-    )
-    return torch.cat(
-        [states.masked_fill(~m.unsqueeze(-1), float("-inf")).amax(1) for m in masks], 1
-    )
-
-
 def pair_features(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """GenSen's (and InferSent's) pair representation [u, v, |u - v|, u * v]."""
     return torch.cat([u, v, (u - v).abs(), u * v], dim=-1)

@@ -4,11 +4,8 @@
 
 Writes encoder.onnx, nli.onnx, paraphrase.onnx, tokenizer.json and model.json, and for an
 encoder with a projection also projection.onnx: encoder.onnx then outputs the pooled features
-before its projection too, and for max pooling the same pooled by part (a row's first and last
-`edge_tokens` apart from its middle), so that the service pools the windows of a long text as
-the model pools one (the max over the states each window owns, then the projection; the card's
-`windows`). `--rebuild-encoder BUNDLE` gives an exported bundle this graph from its own
-weights. The word
+before its projection too, so that the service pools the windows of a long text as the model
+pools one (max over the windows' features, then the projection; the card's `windows`). The word
 embedding table is stored as float16 (the model's weights are rounded to it first, so torch and
 ONNX still agree to float32 precision); every other weight stays float32. After writing, the
 export checks the graphs' symbolic axes and runs other batch sizes and lengths against torch.
@@ -32,14 +29,14 @@ from torch import nn
 
 from models.checkpoint import build_model, load_checkpoint
 from models.config import TrainConfig
-from models.encoder import PAD_ID, EncoderConfig, GensenEncoder, part_maxes
+from models.encoder import PAD_ID, GensenEncoder
 from models.onnx_graph import (
     CHUNK_ROWS,
     FEATURES,
     OPSET,
     build_encoder_graph,
     build_projection_graph,
-    encoder_from_graph,
+    expose_features,
     projection_weights,
 )
 from models.vocabulary import pad_batch
@@ -53,28 +50,13 @@ FILES = {
     "paraphrase": "paraphrase.onnx",
 }
 PROJECTION_FILE = "projection.onnx"
-
-
-def window_edge(max_tokens: int) -> int:
-    """Tokens at each end of a window that its neighbour reads with more context: half of the
-    service's default window overlap (max_tokens // 8), 16 for windows of 256."""
-    return max_tokens // 16
-
-
-def windows_card(max_tokens: int) -> dict:
-    """The card's `windows` for an encoder that max-pools and projects: how the windows of a
-    text past `max_tokens` make its vector."""
-    return {
-        "pooling": "max",
-        "edge_tokens": window_edge(max_tokens),
-        "about": "a text past max_tokens is read in windows overlapping by at least 2 x"
-        " edge_tokens; its vector is projection.onnx applied to the element-wise max of the states"
-        " each window owns, from encoder.onnx's `part_features` (max-pooled BiGRU states of a"
-        " row's first edge_tokens, its middle and its last edge_tokens, side by side): every"
-        " window gives its middle, the first window its head, the last its tail, so that each"
-        " token's state comes from a window reading at least edge_tokens of context on each side"
-        " of it where the text has them, as one window holding the whole text would",
-    }
+# The card's word on how the windows of a text past `max_tokens` make its vector.
+WINDOWS = {
+    "pooling": "max",
+    "about": "a text past max_tokens is read in overlapping windows; its vector is projection.onnx"
+    " applied to the max over its windows of encoder.onnx's `features` output (the max-pooled"
+    " BiGRU states before the projection), as the model pools the states of one long text",
+}
 
 
 @contextmanager
@@ -111,15 +93,14 @@ def _to_onnx(module: nn.Module, args: tuple, path: Path, inputs: list[str], axes
         )
 
 
-def export_encoder(encoder: GensenEncoder, path: Path, edge_tokens: int = 0) -> None:
+def export_encoder(encoder: GensenEncoder, path: Path) -> None:
     """encoder.onnx: input_ids int64 [batch, seq], lengths int64 [batch] -> embeddings [batch, dim]
-    (and `features` [batch, 2H], with projection.onnx beside it, when the encoder projects; with
-    `edge_tokens` and max pooling, `part_features` [batch, 3 × 2H] too).
+    (and `features` [batch, 2H], with projection.onnx beside it, when the encoder projects).
 
     Built directly around ONNX's bidirectional GRU (models.onnx_graph) rather than traced.
     """
     round_embeddings_to_half(encoder)
-    graph = build_encoder_graph(encoder.eval(), edge_tokens=edge_tokens)
+    graph = build_encoder_graph(encoder.eval())
     onnx.save(graph, str(path))
     if encoder.projection is not None:
         write_projection(graph, path.parent / PROJECTION_FILE)
@@ -138,11 +119,8 @@ def export_head(head: nn.Module, dim: int, path: Path) -> None:
     onnx.checker.check_model(onnx.load(str(path)))
 
 
-def check_encoder(
-    encoder: GensenEncoder, path: Path, vocab_size: int, atol: float = 1e-5, edge_tokens: int = 0
-) -> float:
-    """Symbolic axes present, and ONNX Runtime agrees with torch on other shapes (its
-    `part_features` too, where it has them); returns max error."""
+def check_encoder(encoder: GensenEncoder, path: Path, vocab_size: int, atol: float = 1e-5) -> float:
+    """Symbolic axes present, and ONNX Runtime agrees with torch on other shapes; returns max error."""
     import onnxruntime as ort
 
     graph = onnx.load(str(path)).graph
@@ -167,8 +145,6 @@ def check_encoder(
         with torch.no_grad():
             want = encoder.eval()(torch.from_numpy(ids), torch.from_numpy(lengths)).numpy()
         worst = max(worst, float(np.abs(got[0] - want).max()))
-        if len(got) == 3:
-            worst = max(worst, _parts_error(encoder, ids, lengths, got[2], edge_tokens))
         if project is not None:  # the features, projected on their own, give the embeddings
             (again,) = project.run(None, {FEATURES: got[1]})
             worst = max(worst, float(np.abs(again - want).max()))
@@ -177,30 +153,11 @@ def check_encoder(
     return worst
 
 
-def _max_tokens(config: TrainConfig | None) -> int:
-    return config.max_tokens if config else 128
-
-
-def _parts_error(
-    encoder: GensenEncoder, ids: np.ndarray, lengths: np.ndarray, got: np.ndarray, edge: int
-) -> float:
-    """How far encoder.onnx's `part_features` are from torch's (inf where an empty part is not
-    -inf or the reverse)."""
-    ids_t, lengths_t = torch.from_numpy(ids), torch.from_numpy(lengths)
-    with torch.no_grad():
-        want = part_maxes(encoder.token_states(ids_t, lengths_t), lengths_t, edge).numpy()
-    if not np.array_equal(np.isinf(got), np.isinf(want)):
-        return float("inf")
-    finite = np.isfinite(want)
-    return float(np.abs(got[finite] - want[finite]).max())
-
-
 def model_card(
     encoder: GensenEncoder, config: TrainConfig | None, tokenizer: Tokenizer, extra: dict
 ) -> dict:
     """model.json: everything the service needs to know, plus provenance."""
     enc = encoder.config
-    max_tokens = _max_tokens(config)
     card = {
         "name": config.name if config else "gensen",
         "version": config.version if config else "0.0.0",
@@ -208,7 +165,7 @@ def model_card(
         "dim": enc.output_dim,
         "pooling": enc.pooling,
         "lowercase": config.lowercase if config else False,
-        "max_tokens": max_tokens,
+        "max_tokens": config.max_tokens if config else 128,
         "vocab_size": tokenizer.get_vocab_size(),
         "pad_id": PAD_ID,
         "encoder": {
@@ -222,7 +179,7 @@ def model_card(
         "files": dict(FILES, **({"projection": PROJECTION_FILE} if enc.projection_dim else {})),
         "labels": {"nli": NLI_LABELS, "paraphrase": PARAPHRASE_LABELS},
         "paraphrase_threshold": 0.5,
-        **({"windows": windows_card(max_tokens)} if _pools_by_part(enc) else {}),
+        **({"windows": WINDOWS} if enc.projection_dim and enc.pooling == "max" else {}),
         "training": {},
         "evaluation": {},
         "license": "Apache-2.0 (code and weights); trained on data sets with their own licences, see training.data",
@@ -243,9 +200,8 @@ def export_bundle(
     """Write a complete bundle to `out` and check it; returns `out`."""
     out.mkdir(parents=True, exist_ok=True)
     tokenizer.save(str(out / FILES["tokenizer"]))
-    edge = window_edge(_max_tokens(config))
-    export_encoder(encoder, out / FILES["encoder"], edge)
-    check_encoder(encoder, out / FILES["encoder"], tokenizer.get_vocab_size(), edge_tokens=edge)
+    export_encoder(encoder, out / FILES["encoder"])
+    check_encoder(encoder, out / FILES["encoder"], tokenizer.get_vocab_size())
     for name in ("nli", "paraphrase"):
         export_head(heads[name], encoder.config.output_dim, out / FILES[name])
     extra = dict(card_extra or {})
@@ -256,59 +212,19 @@ def export_bundle(
     return out
 
 
-def rebuild_encoder(bundle: Path) -> float:
-    """Build a bundle's encoder.onnx again from its own weights with this export's graph (for
-    an encoder that max-pools and projects: `features`, `part_features` and projection.onnx),
-    update its card, and return how far the new graph's embeddings are from the old one's
-    (RuntimeError over 1e-5). No retraining: the weights are the ones the bundle holds."""
+def add_features(bundle: Path) -> None:
+    """Give a bundle exported before `features` existed its features and projection.onnx, from
+    its own encoder.onnx (no retraining: the same nodes run, one more output is kept)."""
     card_path = bundle / "model.json"
     card = json.loads(card_path.read_text())
     path = bundle / card["files"]["encoder"]
-    old = onnx.load(str(path))
-    shape = card["encoder"]
-    config = EncoderConfig(
-        vocab_size=card["vocab_size"],
-        embedding_dim=shape["embedding_dim"],
-        hidden_dim=shape["hidden_dim"],
-        num_layers=shape["num_layers"],
-        pooling=card["pooling"],
-        projection_dim=shape["projection_dim"],
-    )
-    encoder = encoder_from_graph(old, config)
-    edge = window_edge(card["max_tokens"])
-    export_encoder(encoder, path, edge)
-    check_encoder(encoder, path, card["vocab_size"], edge_tokens=edge)
-    moved = _embeddings_distance(old, path, card["vocab_size"])
-    if _pools_by_part(config):
-        card["files"]["projection"] = PROJECTION_FILE
-        card["windows"] = windows_card(card["max_tokens"])
+    graph = expose_features(onnx.load(str(path)))
+    onnx.save(graph, str(path))
+    write_projection(graph, bundle / PROJECTION_FILE)
+    card["files"]["projection"] = PROJECTION_FILE
+    if card.get("pooling") == "max":
+        card["windows"] = WINDOWS
     card_path.write_text(json.dumps(card, indent=2) + "\n")
-    return moved
-
-
-def _embeddings_distance(old: onnx.ModelProto, path: Path, vocab_size: int) -> float:
-    """Largest difference between the embeddings of two encoder graphs on random rows."""
-    import onnxruntime as ort
-
-    sessions = [
-        ort.InferenceSession(graph, providers=["CPUExecutionProvider"])
-        for graph in (old.SerializeToString(), str(path))
-    ]
-    rng = np.random.default_rng(1)
-    rows = [list(rng.integers(4, vocab_size, rng.integers(1, 300))) for _ in range(12)]
-    ids, lengths = pad_batch(rows, PAD_ID)
-    before, after = (
-        s.run(["embeddings"], {"input_ids": ids, "lengths": lengths})[0] for s in sessions
-    )
-    moved = float(np.abs(after - before).max())
-    if moved > 1e-5:
-        raise RuntimeError(f"{path}: the rebuilt graph's embeddings moved by {moved:.2e}")
-    return moved
-
-
-def _pools_by_part(encoder: EncoderConfig) -> bool:
-    """Whether the export gives an encoder `part_features` and its card `windows`."""
-    return bool(encoder.projection_dim) and encoder.pooling == "max"
 
 
 def training_summary(config: TrainConfig) -> dict:
@@ -355,16 +271,15 @@ def main() -> None:
     parser.add_argument("--checkpoint", type=Path)
     parser.add_argument("--out", type=Path)
     parser.add_argument(
-        "--rebuild-encoder",
+        "--add-features",
         type=Path,
         metavar="BUNDLE",
-        help="build a bundle's encoder.onnx again from its own weights with this export's graph"
-        " (pooled and part features, projection.onnx), and stop",
+        help="give an exported bundle the `features` output and projection.onnx, and stop",
     )
     args = parser.parse_args()
-    if args.rebuild_encoder:
-        moved = rebuild_encoder(args.rebuild_encoder)
-        print(f"{args.rebuild_encoder}: encoder rebuilt, embeddings moved by {moved:.1e}")
+    if args.add_features:
+        add_features(args.add_features)
+        print(f"features and {PROJECTION_FILE} added to {args.add_features}")
         return
     if args.checkpoint is None or args.out is None:
         parser.error("--checkpoint and --out are needed to export")

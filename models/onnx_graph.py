@@ -18,14 +18,12 @@ import onnx
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
-from models.encoder import EncoderConfig, GensenEncoder
+from models.encoder import GensenEncoder
 
 OPSET = 17
 IR_VERSION = 8  # what opset 17 needs; ONNX Runtime rejects the newest IR versions
 CHUNK_ROWS = 16  # rows per length-sorted chunk (benchmarks/encoder.py --chunk-rows)
 FEATURES = "features"  # the encoder's pooled states before its projection
-# the same, pooled apart over a row's first edge tokens, its middle and its last edge tokens
-PART_FEATURES = "part_features"
 PROJECTION = ["projection.weight", "projection.bias"]
 
 
@@ -77,18 +75,10 @@ class _Graph:
         return names
 
 
-def build_encoder_graph(
-    encoder: GensenEncoder, chunk_rows: int = CHUNK_ROWS, edge_tokens: int = 0
-) -> onnx.ModelProto:
+def build_encoder_graph(encoder: GensenEncoder, chunk_rows: int = CHUNK_ROWS) -> onnx.ModelProto:
     """encoder.onnx: input_ids int64 [batch, seq], lengths int64 [batch] -> embeddings [batch, dim],
     and with a projection also `features` [batch, 2H]: the pooled BiGRU states before it (what
     the windows of a long text are max-pooled over; `build_projection_graph` maps them on).
-
-    With `edge_tokens` (max pooling and a projection only), also `part_features` [batch, 3 × 2H]:
-    the max over a row's first `edge_tokens` states, over its middle ones and over its last
-    `edge_tokens`, side by side (-inf where a part is empty: rows of at most 2 × edge_tokens
-    tokens have no middle). `features` is their element-wise max. The service takes the edges
-    of a window only where no other window of the text reads those tokens further from its edge.
 
     A recurrent step costs the same for every row of a batch, padding included, so the graph
     sorts the rows by length and runs them in chunks of `chunk_rows`, each cut to its own longest
@@ -112,30 +102,23 @@ def build_encoder_graph(
     shortest = g.op("Slice", [order, "zero", "one"])[0]
     padded_order = g.op("Concat", [g.op("Expand", [shortest, spare])[0], order], axis=0)[0]
 
-    parted = edge_tokens > 0 and encoder.config.pooling == "max" and encoder.projection is not None
-    body = _chunk_body(g, encoder, padded_order, lengths, rows, edge_tokens if parted else 0)
+    body = _chunk_body(g, encoder, padded_order, lengths, rows)
     trips = g.op("Squeeze", [chunks, "axis_0"])[0]
     (stacked,) = g.op("Loop", [trips, ""], 1, body=body)  # [chunks, rows, width]
     width = 2 * encoder.config.hidden_dim
-    parts = 3 if parted else 1
-    pooled = g.op("Reshape", [stacked, g.int64("flatten_chunks", -1, parts * width)])[0]
+    pooled = g.op("Reshape", [stacked, g.int64("flatten_chunks", -1, width)])[0]
     pooled = g.op("Slice", [pooled, spare, total])[0]  # the copies dropped
     size = g.op("Squeeze", [batch, "axis_0"])[0]
     positions = g.op("Range", ["zero_scalar", size, "one_scalar"])[0]
     unsort = g.op("ScatterElements", [positions, order, positions], axis=0)[0]
     pooled = g.op("Gather", [pooled, unsort], axis=0)[0]
-    if parted:
-        g.op("Identity", [pooled], [PART_FEATURES])
-        pooled = g.op(
-            "Max", g.op("Split", [pooled, g.int64("part_widths", *[width] * 3)], 3, axis=1)
-        )[0]
     features = None
     if encoder.projection is not None:
         g.op("Identity", [pooled], [FEATURES])
         features = width
         pooled = _project(g, pooled, *_projection_weights(encoder))
     g.op("Identity", [pooled], ["embeddings"])
-    return _model(g, encoder.config.output_dim, features, parts=3 * width if parted else None)
+    return _model(g, encoder.config.output_dim, features)
 
 
 def build_projection_graph(weight: np.ndarray, bias: np.ndarray) -> onnx.ModelProto:
@@ -154,35 +137,18 @@ def projection_weights(encoder: onnx.ModelProto) -> tuple[np.ndarray, np.ndarray
     return tuple(numpy_helper.to_array(stored[name]) for name in PROJECTION)  # type: ignore[return-value]
 
 
-def encoder_from_graph(graph: onnx.ModelProto, config: EncoderConfig) -> GensenEncoder:
-    """The GensenEncoder whose weights an encoder.onnx built here stores (the inverse of
-    `build_encoder_graph`), so that a bundle's graph can be built again by newer code."""
-    stored = {
-        t.name: torch.from_numpy(numpy_helper.to_array(t).copy()) for t in graph.graph.initializer
-    }
-    encoder = GensenEncoder(config).eval()
-    gru = encoder.encoder
-    with torch.no_grad():
-        encoder.src_embedding.weight.copy_(stored["src_embedding.weight"].float())
-        for layer in range(config.num_layers):
-            for suffix in ("", "_reverse"):
-                name = f"l{layer}{suffix}"
-                onnx_name = f"encoder.gru_{name}"
-                getattr(gru, f"weight_ih_{name}").copy_(_torch_gates(stored[f"{onnx_name}.W"][0]))
-                getattr(gru, f"weight_hh_{name}").copy_(_torch_gates(stored[f"{onnx_name}.R"][0]))
-                bias_ih, bias_hh = stored[f"{onnx_name}.B"][0].chunk(2)
-                getattr(gru, f"bias_ih_{name}").copy_(_torch_gates(bias_ih))
-                getattr(gru, f"bias_hh_{name}").copy_(_torch_gates(bias_hh))
-        if encoder.projection is not None:
-            encoder.projection.weight.copy_(stored[PROJECTION[0]])
-            encoder.projection.bias.copy_(stored[PROJECTION[1]])
+def expose_features(encoder: onnx.ModelProto) -> onnx.ModelProto:
+    """An encoder.onnx built here before it output `features`, with that output added: the
+    input of its projection, unchanged otherwise (the same nodes run, one more tensor kept)."""
+    graph = encoder.graph
+    if FEATURES in (o.name for o in graph.output):
+        return encoder
+    (gemm,) = [n for n in graph.node if n.op_type == "Gemm" and list(n.input[1:]) == PROJECTION]
+    graph.node.append(helper.make_node("Identity", [gemm.input[0]], [FEATURES]))
+    width = next(t.dims[1] for t in graph.initializer if t.name == PROJECTION[0])
+    graph.output.append(_tensor(FEATURES, width))
+    onnx.checker.check_model(encoder, full_check=True)
     return encoder
-
-
-def _torch_gates(weight: torch.Tensor) -> torch.Tensor:
-    """ONNX (z, r, h) blocks along dim 0 -> PyTorch (r, z, n)."""
-    z, r, n = weight.reshape(3, -1, *weight.shape[1:])
-    return torch.cat([r, z, n])
 
 
 def _projection_weights(encoder: GensenEncoder) -> tuple[np.ndarray, np.ndarray]:
@@ -201,10 +167,9 @@ def _tensor(name: str, width: int) -> onnx.ValueInfoProto:
 
 
 def _chunk_body(
-    g: _Graph, encoder: GensenEncoder, order: str, lengths: str, rows: str, edge_tokens: int = 0
+    g: _Graph, encoder: GensenEncoder, order: str, lengths: str, rows: str
 ) -> onnx.GraphProto:
-    """The Loop body: chunk i of the sorted rows -> pooled BiGRU states [rows, 2H], or with
-    `edge_tokens` [rows, 3 × 2H], pooled by part (`build_encoder_graph`).
+    """The Loop body: chunk i of the sorted rows -> pooled BiGRU states [rows, 2H].
 
     Its constants are initializers of the outer graph `g`, which the body reads by name.
     """
@@ -246,11 +211,8 @@ def _chunk_body(
     if config.pooling == "last":
         both = b.op("Transpose", [last], perm=[1, 0, 2])[0]  # [B, 2, H]
         pooled = b.op("Reshape", [both, g.int64("flatten_directions", 0, 2 * hidden)])[0]
-    elif edge_tokens:
-        pooled = _part_maxes(b, g, x, chunk_lengths, edge_tokens)
     else:
         pooled = _masked_max(b, g, x, chunk_lengths)
-    parts = 3 if edge_tokens else 1
     b.op("Identity", ["cond"], ["cond_out"])
     b.op("Identity", [pooled], ["pooled"])
     return helper.make_graph(
@@ -262,9 +224,7 @@ def _chunk_body(
         ],
         [
             helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
-            helper.make_tensor_value_info(
-                "pooled", TensorProto.FLOAT, ["rows", parts * 2 * hidden]
-            ),
+            helper.make_tensor_value_info("pooled", TensorProto.FLOAT, ["rows", 2 * hidden]),
         ],
     )
 
@@ -274,41 +234,13 @@ def _masked_max(b: _Graph, g: _Graph, states: str, lengths: str) -> str:
 
     Nodes go to `b`, constants to `g`.
     """
-    column = _time_column(b, g, states)
-    return _max_where(b, g, states, b.op("Less", [column, lengths])[0])
-
-
-def _part_maxes(b: _Graph, g: _Graph, states: str, lengths: str, edge_tokens: int) -> str:
-    """[B, 3D]: max over time of [T, B, D] states at t < edge, at edge <= t < length - edge and
-    at length - edge <= t < length, side by side (-inf for an empty part)."""
-    column = _time_column(b, g, states)
-    edge = g.int64("edge_tokens", edge_tokens)
-    tail_start = b.op("Sub", [lengths, edge])[0]  # [B]
-    real = b.op("Less", [column, lengths])[0]  # [T, B]
-    past_head = b.op("Not", [b.op("Less", [column, edge])[0]])[0]
-    before_tail = b.op("Less", [column, tail_start])[0]
-    masks = (
-        b.op("And", [real, b.op("Not", [past_head])[0]])[0],
-        b.op("And", [past_head, before_tail])[0],
-        b.op("And", [real, b.op("Not", [before_tail])[0]])[0],
-    )
-    return b.op("Concat", [_max_where(b, g, states, mask) for mask in masks], axis=1)[0]
-
-
-def _time_column(b: _Graph, g: _Graph, states: str) -> str:
-    """[T, 1]: the time index of each step of [T, B, D] states."""
     steps = b.op("Gather", [b.op("Shape", [states])[0], "zero_scalar"])[0]
     times = b.op("Range", ["zero_scalar", steps, "one_scalar"])[0]
-    return b.op("Unsqueeze", [times, g.int64("axis_1", 1)])[0]
-
-
-def _max_where(b: _Graph, g: _Graph, states: str, mask: str) -> str:
-    """[B, D]: max over time of [T, B, D] states where `mask` [T, B] holds (-inf if nowhere)."""
-    if "minus_inf" not in {t.name for t in g.initializers}:
-        g.const("minus_inf", np.array(-np.inf, dtype=np.float32))
-        g.int64("axis_2", 2)
-    valid = b.op("Unsqueeze", [mask, "axis_2"])[0]
-    masked = b.op("Where", [valid, states, "minus_inf"])[0]
+    column = b.op("Unsqueeze", [times, g.int64("axis_1", 1)])[0]  # [T, 1]
+    valid = b.op("Less", [column, lengths])[0]  # [T, B]
+    valid = b.op("Unsqueeze", [valid, g.int64("axis_2", 2)])[0]
+    minus_inf = g.const("minus_inf", np.array(-np.inf, dtype=np.float32))
+    masked = b.op("Where", [valid, states, minus_inf])[0]
     return b.op("ReduceMax", [masked], axes=[0], keepdims=0)[0]
 
 
@@ -318,15 +250,12 @@ def _model(
     features: int | None = None,
     inputs: list[onnx.ValueInfoProto] | None = None,
     name: str = "gensen_encoder",
-    parts: int | None = None,
 ) -> onnx.ModelProto:
     """The graph of `g` as a checked model: the encoder's inputs unless `inputs` are given;
-    outputs `embeddings` [batch, dim] and, when they are widths, `features` and `part_features`."""
+    outputs `embeddings` [batch, dim] and, when `features` is a width, `features`."""
     outputs = [_tensor("embeddings", dim)]
     if features is not None:
         outputs.append(_tensor(FEATURES, features))
-    if parts is not None:
-        outputs.append(_tensor(PART_FEATURES, parts))
     graph = helper.make_graph(
         g.nodes,
         name,

@@ -65,15 +65,6 @@ class Bundle:
         return PROJECTION in self.files and pooling == "max"
 
     @property
-    def window_edge(self) -> int:
-        """`windows.edge_tokens` of the card (0 without): the encoder also outputs its features
-        pooled by part (a row's first and last `edge_tokens` apart from its middle), and each
-        window of a long text gives only the states it reads furthest from its edges."""
-        if not self.pools_features:
-            return 0
-        return int(self.card["windows"].get("edge_tokens") or 0)
-
-    @property
     def nli_labels(self) -> list[str]:
         """NLI labels in logit order."""
         return list(self.card["labels"]["nli"])
@@ -139,26 +130,10 @@ def _check_card(card: dict[str, Any], folder: Path) -> None:
         raise fail(f"files must name each of {', '.join(REQUIRED_FILES)}")
     if not isinstance(files.get(PROJECTION, ""), str):
         raise fail(f"files.{PROJECTION} must name a file")
-    _check_windows(card, fail)
     _check_labels(card["labels"], fail)
     threshold = card["paraphrase_threshold"]
     if not isinstance(threshold, int | float) or not 0.0 <= threshold <= 1.0:
         raise fail(f"paraphrase_threshold must be a probability, not {threshold!r}")
-
-
-def _check_windows(card: dict[str, Any], fail: Callable[[str], BundleError]) -> None:
-    windows = card.get("windows")
-    edge = windows.get("edge_tokens") if isinstance(windows, dict) else None
-    if edge is None:
-        return
-    if (
-        not isinstance(edge, int)
-        or isinstance(edge, bool)
-        or not 0 < 4 * edge <= card["max_tokens"]
-    ):
-        raise fail(
-            f"windows.edge_tokens must be a positive integer up to max_tokens / 4, not {edge!r}"
-        )
 
 
 def _check_labels(labels: Any, fail: Callable[[str], BundleError]) -> None:

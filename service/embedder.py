@@ -29,15 +29,10 @@ from service.jobs import Job
 from service.logs import current_request_id
 from service.schemas import CONTROL_CLASS
 from service.tokenization import Encoded, TextTokenizer
-from service.windows import (
-    FeaturePooling,
-    WindowVector,
-    default_overlap,
-    split,
-    window_vectors,
-)
+from service.windows import WindowVector, default_overlap, split, window_vectors
 
 Disconnected = Callable[[], Awaitable[Any]]
+Project = Callable[[np.ndarray], np.ndarray]  # pooled features [rows, F] -> vectors [rows, dim]
 WATCH_AFTER_S = 0.1  # a request still waiting after this long starts watching its connection
 # Control characters (Unicode category Cc) other than tab, line feed, vertical tab, form feed
 # and carriage return, which real text holds: an input with one is refused, not guessed at.
@@ -73,18 +68,17 @@ class Embedder:
         batcher: Batcher,
         limits: RequestLimits,
         dim: int,
-        pooling: FeaturePooling | None = None,
+        project: Project | None = None,
     ) -> None:
         """`dim`: the vectors' width (the batcher's rows may carry pooled features after it);
-        `pooling`: how a long text's windows make its vector from their features (None: the
-        bundle has none, and windows are averaged)."""
+        `project`: maps the max-pooled features of a long text's windows to its vector (None:
+        the bundle has no features, and windows are averaged)."""
         self._tokenizer = tokenizer
         self._batcher = batcher
         self._dim = dim
-        self._pooling = pooling
+        self._project = project
         self.limits = limits
-        size = tokenizer.max_tokens
-        self.overlap = pooling.overlap(size) if pooling else default_overlap(size)
+        self.overlap = default_overlap(tokenizer.max_tokens)
         self.accepting = False  # set by the lifecycle: after warm-up, until draining
 
     async def embed(
@@ -123,7 +117,7 @@ class Embedder:
         deadline = time.monotonic() + self.limits.timeout_s
         job = self._batcher.submit(windows.rows, deadline, request_id=current_request_id())
         rows = await self._wait(job, disconnected)
-        vectors = windows.pool(rows, self._dim, self._pooling)
+        vectors = windows.pool(rows, self._dim, self._project)
         found = None
         if by_window:
             found = window_vectors(windows, rows[:, : self._dim], texts, encoded.offsets or [])

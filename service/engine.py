@@ -35,7 +35,6 @@ from service.sessions import (
     preload_cuda_libraries,
     quiet_logs,
 )
-from service.windows import FeaturePooling
 
 log = logging.getLogger("service.engine")
 
@@ -43,7 +42,6 @@ Head = Literal["nli", "paraphrase"]
 ENCODER_INPUTS = ("input_ids", "lengths")
 HEAD_INPUTS = ("u", "v")
 FEATURES = "features"  # the encoder's optional output: pooled states before its projection
-PART_FEATURES = "part_features"  # the same pooled by part, [head | middle | tail] (bundle.py)
 # An encoder built by models/onnx_graph.py sorts a batch by length and runs it in chunks of
 # `chunk_rows` rows. That pays on a CPU, where every row costs; on a GPU rows run in
 # parallel and each chunk is one more pass of sequential steps, so there the batch is one chunk.
@@ -121,9 +119,8 @@ class Engine:
             self._encoder, self.provider = _open_encoder(bundle, provider, opened)
             _check_io(bundle, "encoder", self._encoder, ENCODER_INPUTS, "embeddings")
             if bundle.pools_features:
-                features = PART_FEATURES if bundle.window_edge else FEATURES
-                _check_io(bundle, "encoder", self._encoder, ENCODER_INPUTS, features)
-                self._outputs.append(features)
+                _check_io(bundle, "encoder", self._encoder, ENCODER_INPUTS, FEATURES)
+                self._outputs.append(FEATURES)
             sessions = {opened: self._encoder}
             if intra_op_threads is None or runners is None:
                 self._encoder, self.parallelism = self._tune(sessions, intra_op_threads, runners)
@@ -140,7 +137,7 @@ class Engine:
         if bundle.pools_features:
             self._projection = open_session(bundle.files[PROJECTION], [CPU], threads=1)
             _check_io(bundle, PROJECTION, self._projection, (FEATURES,), "embeddings")
-            self.features = _width(self._projection) * (3 if bundle.window_edge else 1)
+            self.features = _width(self._projection)
 
     @property
     def device_limits(self) -> DeviceLimits:
@@ -153,8 +150,7 @@ class Engine:
 
     def embed(self, input_ids: np.ndarray, lengths: np.ndarray, alone: bool = False) -> np.ndarray:
         """Pooled, unnormalised embeddings [rows, dim] of a padded int64 batch [rows, seq], each
-        row followed by its pooled features where the bundle has them ([rows, dim + features];
-        by part, -inf for an empty one, where the card gives `windows.edge_tokens`);
+        row followed by its pooled features where the bundle has them ([rows, dim + features]);
         `alone`: no other batch runs now, so this one may take every core."""
         session = self._alone if alone and self._alone is not None else self._encoder
         if session is None:
@@ -173,14 +169,6 @@ class Engine:
             raise EngineError("this bundle has no projection graph")
         return self._projection.run(["embeddings"], {FEATURES: features})[0]
 
-    @property
-    def window_pooling(self) -> FeaturePooling | None:
-        """How the windows of a long text make its vector (None: the bundle has no features,
-        and they are averaged)."""
-        if self._projection is None:
-            return None
-        return FeaturePooling(self.project, self._bundle.window_edge)
-
     def predict(self, head: Head, u: np.ndarray, v: np.ndarray) -> np.ndarray:
         """Logits [rows, classes] of a pair head on embeddings `u` and `v` [rows, dim]."""
         return self._heads[head].run(["logits"], {"u": u, "v": v})[0]
@@ -197,8 +185,7 @@ class Engine:
         batch = self.embed(ids, lengths)
         where = f"bundle {self._bundle.path}"
         width = self.dim + self.features
-        finite = np.isfinite(batch[:, : self.dim]).all() and not np.isnan(batch).any()
-        if batch.shape != (len(sample), width) or not finite:
+        if batch.shape != (len(sample), width) or not np.isfinite(batch).all():
             raise BundleError(f"{where}: encoder gave {batch.shape}, not ({len(sample)}, {width})")
         self._check_projection(batch)
         batch = np.ascontiguousarray(batch[:, : self.dim])
@@ -245,10 +232,7 @@ class Engine:
         """The projection of the encoder's features gives its embeddings (BundleError if not)."""
         if self._projection is None:
             return
-        features = rows[:, self.dim :]
-        if self._bundle.window_edge:  # the whole row's features: the max over its parts
-            features = np.maximum.reduce(np.split(features, 3, axis=1))
-        projected = self.project(np.ascontiguousarray(features))
+        projected = self.project(np.ascontiguousarray(rows[:, self.dim :]))
         distance = max(
             relative_distance(a, b) for a, b in zip(rows[:, : self.dim], projected, strict=True)
         )

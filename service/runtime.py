@@ -169,7 +169,7 @@ class Runtime:
                 batcher,
                 _request_limits(settings),
                 bundle.dim,
-                heads_engine.window_pooling,
+                heads_engine.project if bundle.pools_features else None,
             ),
             heads=PairHeads(heads_engine, bundle, metrics),
             engine=heads_engine,

@@ -6,18 +6,9 @@ sentence is only ever seen cut in two. Its vector is made as the model makes one
 the bundle has pooled features (`Bundle.pools_features`), the max over its windows' features,
 then the projection, which is what one window as long as the text would give with max pooling
 (up to the states a GRU carries across a window's edge); for a bundle without them, the mean
-of its windows' vectors, weighted by the new tokens each window brings.
-
-A GRU starts afresh at a window's edge, so the states of a window's first and last tokens are
-read with little context on one side. Where the card gives `windows.edge_tokens` (e), the
-encoder pools each row's first e states, its middle ones and its last e apart, the windows
-overlap by at least 2e, and each window gives only the states it owns: its middle, plus its
-head if it is the text's first window and its tail if it is the last. Every token's state then
-comes from a window that reads at least e tokens of context on each side of it where the text
-has them (models/README.md measures what it keeps).
-
-Each window's own vector and character span can be asked for too (`window_vectors`). What a
-request may ask instead:
+of its windows' vectors, weighted by the new tokens each window brings. Each window's own
+vector and character span can be asked for too (`window_vectors`). What a request may ask
+instead:
 
 - `truncate: true`: its first `max_tokens` tokens only (text-embeddings-inference's meaning),
   or its last with `truncation_direction: left`;
@@ -40,21 +31,6 @@ from service.errors import InputTooLong
 
 
 @dataclass(frozen=True, slots=True)
-class FeaturePooling:
-    """How the windows of a long text make its vector where the bundle has pooled features:
-    `project` maps features [rows, F] to vectors [rows, dim]; with `edge_tokens` the rows carry
-    their features by part, [head | middle | tail] ([rows, 3F]), and each window gives only
-    the parts it owns (module docstring)."""
-
-    project: Callable[[np.ndarray], np.ndarray]
-    edge_tokens: int = 0
-
-    def overlap(self, size: int) -> int:
-        """Tokens shared by consecutive windows of `size` under this pooling."""
-        return default_overlap(size, self.edge_tokens)
-
-
-@dataclass(frozen=True, slots=True)
 class Windows:
     """The encoder rows of a list of texts, and how to fold their vectors back into one per text."""
 
@@ -66,27 +42,26 @@ class Windows:
     starts: list[int] | None = None  # each row's first token in its text (None: all 0)
 
     def pool(
-        self, rows: np.ndarray, dim: int, features: FeaturePooling | None = None
+        self, rows: np.ndarray, dim: int, project: Callable[[np.ndarray], np.ndarray] | None = None
     ) -> np.ndarray:
         """One vector [texts, dim] per text from the encoder's rows: [rows, dim], or [rows,
-        dim + features] pooled as `features` says. A text of one row takes that row's vector;
-        the rows of a longer text are max-pooled over the features they own, then projected, or
-        without features averaged with their weights."""
+        dim + features] with `project` mapping pooled features to vectors. A text of one row
+        takes that row's vector; the rows of a longer text are max-pooled over their features,
+        then projected, or without features averaged with their weights."""
         if self.owners is None and rows.shape[1] == dim:
             return rows
         vectors = rows[:, :dim]
         if self.owners is None:
             return np.ascontiguousarray(vectors)
-        if features is None or rows.shape[1] == dim:
+        if project is None or rows.shape[1] == dim:
             return self._mean(vectors)
         texts = int(self.owners[-1]) + 1
         first = np.searchsorted(self.owners, np.arange(texts))
         many = np.flatnonzero(np.bincount(self.owners, minlength=texts) > 1)
         pooled = np.ascontiguousarray(vectors[first])
         if len(many):
-            owned = _owned(rows[:, dim:], self.owners) if features.edge_tokens else rows[:, dim:]
-            most = np.maximum.reduceat(owned, first, axis=0)[many]
-            pooled[many] = features.project(np.ascontiguousarray(most))
+            features = np.maximum.reduceat(rows[:, dim:], first, axis=0)[many]
+            pooled[many] = project(np.ascontiguousarray(features))
         return pooled
 
     def _mean(self, vectors: np.ndarray) -> np.ndarray:
@@ -139,23 +114,10 @@ def window_vectors(
     return out
 
 
-def _owned(parts: np.ndarray, owners: np.ndarray) -> np.ndarray:
-    """[rows, F] from rows' features by part [rows, 3F]: each row's middle, with its head where
-    it is its text's first row and its tail where it is the last (rows of a text are adjacent)."""
-    head, middle, tail = np.split(parts, 3, axis=1)
-    starts = np.r_[True, owners[1:] != owners[:-1]]
-    ends = np.r_[owners[1:] != owners[:-1], True]
-    owned = middle.copy()
-    owned[starts] = np.maximum(owned[starts], head[starts])
-    owned[ends] = np.maximum(owned[ends], tail[ends])
-    return owned
-
-
-def default_overlap(size: int, edge: int = 0) -> int:
+def default_overlap(size: int) -> int:
     """Tokens shared by consecutive windows of `size`: an eighth, so that no sentence is only
-    ever seen cut in two (32 of the 256 of gensen-base), and at least 2 × `edge` (the bundle's
-    `windows.edge_tokens`), so that every token lies in some window's middle."""
-    return max(size // 8, 2 * edge)
+    ever seen cut in two (32 of the 256 of gensen-base)."""
+    return size // 8
 
 
 def window_starts(length: int, size: int, overlap: int) -> list[int]:

@@ -34,8 +34,8 @@ def local_embedder(
     bundle = load_bundle(bundle_path)
     engine = Engine(bundle, provider="auto", intra_op_threads=threads, runners=1)
     tokenizer = TextTokenizer(bundle.files["tokenizer"], bundle.max_tokens)
-    pooling = engine.window_pooling
-    overlap = pooling.overlap(bundle.max_tokens) if pooling else default_overlap(bundle.max_tokens)
+    overlap = default_overlap(bundle.max_tokens)
+    project = engine.project if bundle.pools_features else None
 
     def encode(texts: list[str], offsets: bool = False) -> tuple[Encoded, Windows, np.ndarray]:
         encoded = tokenizer.encode(texts, offsets)
@@ -49,7 +49,7 @@ def local_embedder(
 
     def embed(texts: list[str]) -> np.ndarray:
         _, split_texts, out = encode(texts)
-        return normalize(split_texts.pool(out, bundle.dim, pooling))
+        return normalize(split_texts.pool(out, bundle.dim, project))
 
     def embed_windows(texts: list[str]) -> list[list[Window]]:
         encoded, split_texts, out = encode(texts, offsets=True)

@@ -12,17 +12,10 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from models.encoder import PAD_ID, EncoderConfig, GensenEncoder, part_maxes
-from models.export import (
-    PROJECTION_FILE,
-    export_encoder,
-    rebuild_encoder,
-    round_embeddings_to_half,
-)
-from models.onnx_graph import build_encoder_graph, encoder_from_graph
+from models.encoder import PAD_ID, EncoderConfig, GensenEncoder
+from models.export import PROJECTION_FILE, add_features, export_encoder, round_embeddings_to_half
+from models.onnx_graph import build_encoder_graph
 from models.vocabulary import pad_batch
-
-EDGE = 3
 
 
 @pytest.fixture(scope="module", params=["max", "last"])
@@ -30,7 +23,7 @@ def exported(request, tmp_path_factory):
     torch.manual_seed(1)
     encoder = GensenEncoder(EncoderConfig(300, 24, 16, 2, request.param, 20)).eval()
     path = tmp_path_factory.mktemp("export") / "encoder.onnx"
-    export_encoder(encoder, path, edge_tokens=EDGE)
+    export_encoder(encoder, path)
     return encoder, ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]), path
 
 
@@ -133,9 +126,7 @@ def test_pair_heads_export_and_match_torch(hidden, tmp_path):
 def test_features_projected_on_their_own_give_the_embeddings(exported):
     encoder, session, path = exported
     ids, lengths = _random_batch(np.random.default_rng(2), 9, 20)
-    embeddings, features = session.run(
-        ["embeddings", "features"], {"input_ids": ids, "lengths": lengths}
-    )
+    embeddings, features = session.run(None, {"input_ids": ids, "lengths": lengths})
     with torch.no_grad():
         pooled = encoder.pool(
             encoder.token_states(torch.from_numpy(ids), torch.from_numpy(lengths)),
@@ -155,53 +146,25 @@ def test_tiny_bundle_card_says_how_windows_pool(tiny_bundle):
     assert card["windows"]["pooling"] == "max"
 
 
-def test_part_features_pool_a_rows_edges_apart_from_its_middle(exported):
-    encoder, session, _ = exported
-    names = [o.name for o in session.get_outputs()]
-    if encoder.config.pooling != "max":
-        assert names == ["embeddings", "features"]  # parts only where the encoder max-pools
-        return
-    ids, lengths = _random_batch(np.random.default_rng(4), 23, 30)
-    lengths[:3] = [1, 2 * EDGE, 2 * EDGE + 1]  # no middle, still none, a middle of one
-    features, parts = session.run(
-        ["features", "part_features"], {"input_ids": ids, "lengths": lengths}
-    )
-    with torch.no_grad():
-        states = encoder.token_states(torch.from_numpy(ids), torch.from_numpy(lengths))
-        want = part_maxes(states, torch.from_numpy(lengths), EDGE).numpy()
-    assert np.array_equal(np.isinf(parts), np.isinf(want))
-    width = features.shape[1]
-    assert np.isinf(parts[:2, width : 2 * width]).all()
-    assert np.isfinite(parts[lengths > 2 * EDGE]).all()
-    np.testing.assert_allclose(parts[np.isfinite(want)], want[np.isfinite(want)], atol=1e-5)
-    np.testing.assert_allclose(features, np.maximum.reduce(np.split(parts, 3, axis=1)), atol=0)
-
-
-def test_rebuild_encoder_gives_an_older_bundle_the_new_graph_with_the_same_embeddings(
-    tiny_bundle, tmp_path
-):
-    """A bundle exported before pooled features existed (no `features` output, no projection
-    file, no card `windows`) gets the whole graph of this export from its own weights."""
+def test_add_features_gives_an_older_bundle_the_same_outputs(tiny_bundle, tmp_path):
+    """A bundle exported before features existed (encoder without the output, no projection
+    file) gets both, and its embeddings do not move."""
     old = Path(shutil.copytree(tiny_bundle, tmp_path / "old"))
     card = json.loads((old / "model.json").read_text())
     del card["files"]["projection"], card["windows"]
     (old / "model.json").write_text(json.dumps(card))
     (old / PROJECTION_FILE).unlink()
-    shape = card["encoder"]
-    config = EncoderConfig(card["vocab_size"], **{k: shape[k] for k in shape}, pooling="max")
-    encoder = encoder_from_graph(onnx.load(str(old / "encoder.onnx")), config)
-    graph = build_encoder_graph(encoder)
+    graph = onnx.load(str(old / "encoder.onnx"))
     graph.graph.output.pop()  # features
+    graph.graph.node.remove(next(n for n in graph.graph.node if list(n.output) == ["features"]))
     onnx.save(graph, str(old / "encoder.onnx"))
     rng = np.random.default_rng(3)
     ids, lengths = pad_batch([list(rng.integers(4, 60, n)) for n in (12, 3, 7)], PAD_ID)
     feeds = {"input_ids": ids, "lengths": lengths}
     before = ort.InferenceSession(str(old / "encoder.onnx")).run(None, feeds)
     assert len(before) == 1
-    assert rebuild_encoder(old) == 0.0
-    session = ort.InferenceSession(str(old / "encoder.onnx"))
-    assert [o.name for o in session.get_outputs()] == ["embeddings", "features", "part_features"]
-    after = session.run(None, feeds)
+    add_features(old)
+    after = ort.InferenceSession(str(old / "encoder.onnx")).run(None, feeds)
     np.testing.assert_array_equal(after[0], before[0])
     (projected,) = ort.InferenceSession(str(old / PROJECTION_FILE)).run(
         None, {"features": after[1]}
@@ -210,4 +173,3 @@ def test_rebuild_encoder_gives_an_older_bundle_the_new_graph_with_the_same_embed
     card = json.loads((old / "model.json").read_text())
     assert card["files"]["projection"] == PROJECTION_FILE
     assert card["windows"]["pooling"] == "max"
-    assert card["windows"]["edge_tokens"] == card["max_tokens"] // 16

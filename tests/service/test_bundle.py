@@ -74,18 +74,9 @@ def test_empty_file(copy: Path) -> None:
         ({"labels": {"nli": ["yes", "no", "maybe"], "paraphrase": ["n", "y"]}}, "labels.nli"),
         ({"labels": {"nli": ["entailment", "neutral", "contradiction"]}}, "labels.paraphrase"),
         ({"paraphrase_threshold": 2}, "paraphrase_threshold must be a probability"),
-        ({"windows": {"pooling": "max", "edge_tokens": 0}}, "edge_tokens must be a positive"),
-        ({"windows": {"pooling": "max", "edge_tokens": "2"}}, "edge_tokens must be a positive"),
-        ({"windows": {"pooling": "max", "edge_tokens": 9}}, "up to max_tokens / 4"),  # of 32
     ],
 )
 def test_bad_card(copy: Path, changes: dict[str, object], message: str) -> None:
     edit_card(copy, **changes)
     with pytest.raises(BundleError, match=message):
         load_bundle(copy)
-
-
-def test_window_edge_comes_from_the_card_where_features_pool(copy: Path) -> None:
-    assert load_bundle(copy).window_edge == 2  # the tiny bundle's 32 tokens / 16
-    edit_card(copy, windows={"pooling": "max"})
-    assert load_bundle(copy).window_edge == 0

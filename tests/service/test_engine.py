@@ -209,20 +209,9 @@ def test_rows_carry_the_features_that_the_projection_maps_to_the_embeddings(
     engine: Engine, tokenizer: TextTokenizer
 ) -> None:
     rows = engine.embed(*padded(tokenizer.encode(SENTENCES).ids, tokenizer.pad_id))
-    assert engine.features == 3 * 2 * 16  # by part, of the tiny encoder's two directions of 16
-    whole = np.maximum.reduce(np.split(rows[:, engine.dim :], 3, axis=1))
-    projected = engine.project(np.ascontiguousarray(whole))
+    assert engine.features == 2 * 16  # the tiny encoder's two directions of 16
+    projected = engine.project(np.ascontiguousarray(rows[:, engine.dim :]))
     np.testing.assert_allclose(projected, rows[:, : engine.dim], atol=1e-5)
-
-
-def test_a_card_with_edge_tokens_needs_the_part_features_output(
-    tiny_bundle: Path, tmp_path: Path
-) -> None:
-    model = onnx.load(str(tiny_bundle / "encoder.onnx"))
-    model.graph.output.pop()  # part_features
-    copy = _bundle_with_encoder(tiny_bundle, tmp_path, model, features=True)
-    with pytest.raises(BundleError, match="part_features"):
-        Engine(load_bundle(copy), provider="cpu")
 
 
 def test_a_bundle_without_features_gives_embeddings_only(

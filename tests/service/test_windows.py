@@ -6,13 +6,7 @@ import numpy as np
 import pytest
 
 from service.errors import InputTooLong
-from service.windows import (
-    FeaturePooling,
-    default_overlap,
-    split,
-    window_starts,
-    window_vectors,
-)
+from service.windows import split, window_starts, window_vectors
 
 
 def name_of(i: int) -> str:
@@ -81,7 +75,7 @@ def test_with_features_a_long_text_is_the_projection_of_its_windows_max_features
         projected.append(features)
         return features[:, :2] * 10
 
-    pooled = windows.pool(rows, 2, FeaturePooling(project))
+    pooled = windows.pool(rows, 2, project)
     np.testing.assert_array_equal(projected[0], [[4, 5, -1]])  # only the long text's max
     np.testing.assert_array_equal(pooled, [[40, 50], [9, 9]])  # the short text: its own vector
 
@@ -89,53 +83,8 @@ def test_with_features_a_long_text_is_the_projection_of_its_windows_max_features
 def test_short_texts_with_features_keep_their_vectors_and_skip_the_projection() -> None:
     windows = split([[1, 2, 3], [4]], 8, None, 2, name_of)
     rows = np.arange(10, dtype=np.float32).reshape(2, 5)
-    pooled = windows.pool(rows, 2, FeaturePooling(lambda f: pytest.fail("projected")))
+    pooled = windows.pool(rows, 2, lambda f: pytest.fail("projected"))
     np.testing.assert_array_equal(pooled, rows[:, :2])
-
-
-def test_by_part_each_window_gives_only_the_states_it_owns() -> None:
-    """Three windows of one text, then a short text: the first window gives its head and
-    middle, the middle window its middle alone, the last its middle and tail."""
-    windows = split([list(range(20)), [1, 2]], 8, None, 2, name_of)
-    assert len(windows.rows) == 4
-    # each row: its vector (1 value), then [head | middle | tail] features of 2 values each
-    rows = np.array(
-        [
-            [0, 9, 0, 1, 1, 5, 5],
-            [0, 7, 7, 2, 3, 8, 8],
-            [0, 6, 6, 3, 2, 4, 9],
-            [5, 9, 9, 9, 9, 9, 9],
-        ],
-        dtype=np.float32,
-    )
-    projected: list[np.ndarray] = []
-
-    def project(features: np.ndarray) -> np.ndarray:
-        projected.append(features)
-        return features[:, :1]
-
-    pooled = windows.pool(rows, 1, FeaturePooling(project, edge_tokens=1))
-    # owned: window 0 max(head, middle) = [9, 1]; window 1 its middle [2, 3]; window 2
-    # max(middle, tail) = [4, 9]; their max [9, 9]
-    np.testing.assert_array_equal(projected[0], [[9, 9]])
-    np.testing.assert_array_equal(pooled[:, 0], [9, 5])
-
-
-def test_by_part_a_middle_windows_edges_are_left_out() -> None:
-    windows = split([list(range(20))], 8, None, 2, name_of)
-    rows = np.array(
-        [[0, 1, 1, 1, 1, 1, 1], [0, 50, 60, 2, 2, 70, 80], [0, 1, 1, 1, 1, 1, 1]],
-        dtype=np.float32,
-    )
-    pooled = windows.pool(rows, 1, FeaturePooling(lambda f: f[:, 1:], edge_tokens=1))
-    np.testing.assert_array_equal(pooled, [[2]])  # not 80: the middle window's tail
-
-
-def test_the_overlap_covers_twice_the_edge() -> None:
-    assert default_overlap(256) == 32
-    assert default_overlap(256, 16) == 32
-    assert default_overlap(256, 24) == 48
-    assert FeaturePooling(lambda f: f, 24).overlap(256) == 48
 
 
 def test_window_vectors_carry_spans_that_cover_the_text_in_order() -> None:
