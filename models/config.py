@@ -101,4 +101,12 @@ class TrainConfig:
 
     @classmethod
     def load(cls, path: Path) -> TrainConfig:
-        return cls.from_dict(json.loads(Path(path).read_text()))
+        """A config file; one that names a `base` (a config file beside it) holds only the
+        top-level keys where it differs from that base."""
+        return cls.from_dict(_read_config(Path(path)))
+
+
+def _read_config(path: Path) -> dict:
+    raw = json.loads(path.read_text())
+    base = raw.pop("base", None)
+    return {**_read_config(path.parent / base), **raw} if base else raw
