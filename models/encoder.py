@@ -92,8 +92,11 @@ class GensenEncoder(nn.Module):
             x = torch.cat([forward, backward], dim=-1)
         return x
 
-    def pool(self, states: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """The sentence vector from token states, reading only each row's real tokens."""
+    def pool(
+        self, states: torch.Tensor, lengths: torch.Tensor, pooled: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The sentence vector from token states, reading only each row's real tokens (and of
+        those, with max pooling, only where the bool mask `pooled` [batch, seq] is set)."""
         lengths = lengths.clamp(min=1)
         if self.config.pooling == "last":
             hidden = self.config.hidden_dim
@@ -101,8 +104,10 @@ class GensenEncoder(nn.Module):
             forward = torch.gather(states[..., :hidden], 1, last).squeeze(1)
             return torch.cat([forward, states[:, 0, hidden:]], dim=-1)
         positions = torch.arange(states.shape[1], device=states.device).unsqueeze(0)
-        valid = (positions < lengths.unsqueeze(1)).unsqueeze(-1)
-        return states.masked_fill(~valid, float("-inf")).amax(dim=1)
+        valid = positions < lengths.unsqueeze(1)
+        if pooled is not None:
+            valid = valid & pooled
+        return states.masked_fill(~valid.unsqueeze(-1), float("-inf")).amax(dim=1)
 
     def forward(self, input_ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         pooled = self.pool(self.token_states(input_ids, lengths), lengths)

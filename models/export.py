@@ -4,8 +4,10 @@
 
 Writes encoder.onnx, nli.onnx, paraphrase.onnx, tokenizer.json and model.json, and for an
 encoder with a projection also projection.onnx: encoder.onnx then outputs the pooled features
-before its projection too, so that the service pools the windows of a long text as the model
-pools one (max over the windows' features, then the projection; the card's `windows`). The word
+before its projection too, and for max pooling reads ids from the vocabulary size up as context
+only (`windows_card`), so that the service pools the windows of a long text as the model pools
+one (max over the states each window owns, then the projection; the card's `windows`).
+`--rebuild-encoder BUNDLE` gives an exported bundle this graph from its own weights. The word
 embedding table is stored as float16 (the model's weights are rounded to it first, so torch and
 ONNX still agree to float32 precision); every other weight stays float32. After writing, the
 export checks the graphs' symbolic axes and runs other batch sizes and lengths against torch.
@@ -29,14 +31,14 @@ from torch import nn
 
 from models.checkpoint import build_model, load_checkpoint
 from models.config import TrainConfig
-from models.encoder import PAD_ID, GensenEncoder
+from models.encoder import PAD_ID, EncoderConfig, GensenEncoder
 from models.onnx_graph import (
     CHUNK_ROWS,
     FEATURES,
     OPSET,
     build_encoder_graph,
     build_projection_graph,
-    expose_features,
+    encoder_from_graph,
     projection_weights,
 )
 from models.vocabulary import pad_batch
@@ -50,13 +52,26 @@ FILES = {
     "paraphrase": "paraphrase.onnx",
 }
 PROJECTION_FILE = "projection.onnx"
-# The card's word on how the windows of a text past `max_tokens` make its vector.
-WINDOWS = {
-    "pooling": "max",
-    "about": "a text past max_tokens is read in overlapping windows; its vector is projection.onnx"
-    " applied to the max over its windows of encoder.onnx's `features` output (the max-pooled"
-    " BiGRU states before the projection), as the model pools the states of one long text",
-}
+
+
+def pools_windows(encoder: EncoderConfig) -> bool:
+    """Whether the export gives an encoder `features`, context marks and the card `windows`:
+    it max-pools and projects."""
+    return bool(encoder.projection_dim) and encoder.pooling == "max"
+
+
+def windows_card(vocab_size: int) -> dict:
+    """The card's `windows`: how the windows of a text past `max_tokens` make its vector."""
+    return {
+        "pooling": "max",
+        "context_mark": vocab_size,
+        "about": "a text past max_tokens is read in overlapping windows; in each, the tokens that"
+        " a neighbouring window reads with more context (up to the middle of their overlap) are"
+        " sent as id + context_mark, which encoder.onnx reads but leaves out of its max pooling;"
+        " the text's vector is projection.onnx applied to the max over its windows of"
+        " encoder.onnx's `features` output (the max-pooled BiGRU states before the projection),"
+        " as the model pools the states of one long text",
+    }
 
 
 @contextmanager
@@ -95,12 +110,14 @@ def _to_onnx(module: nn.Module, args: tuple, path: Path, inputs: list[str], axes
 
 def export_encoder(encoder: GensenEncoder, path: Path) -> None:
     """encoder.onnx: input_ids int64 [batch, seq], lengths int64 [batch] -> embeddings [batch, dim]
-    (and `features` [batch, 2H], with projection.onnx beside it, when the encoder projects).
+    (and `features` [batch, 2H], with projection.onnx beside it, when the encoder projects; ids
+    from the vocabulary size up read as context only, when it also max-pools).
 
     Built directly around ONNX's bidirectional GRU (models.onnx_graph) rather than traced.
     """
     round_embeddings_to_half(encoder)
-    graph = build_encoder_graph(encoder.eval())
+    mark = encoder.config.vocab_size if pools_windows(encoder.config) else None
+    graph = build_encoder_graph(encoder.eval(), context_mark=mark)
     onnx.save(graph, str(path))
     if encoder.projection is not None:
         write_projection(graph, path.parent / PROJECTION_FILE)
@@ -120,7 +137,8 @@ def export_head(head: nn.Module, dim: int, path: Path) -> None:
 
 
 def check_encoder(encoder: GensenEncoder, path: Path, vocab_size: int, atol: float = 1e-5) -> float:
-    """Symbolic axes present, and ONNX Runtime agrees with torch on other shapes; returns max error."""
+    """Symbolic axes present, and ONNX Runtime agrees with torch on other shapes (with context
+    marks too, where the graph reads them); returns max error."""
     import onnxruntime as ort
 
     graph = onnx.load(str(path)).graph
@@ -145,12 +163,28 @@ def check_encoder(encoder: GensenEncoder, path: Path, vocab_size: int, atol: flo
         with torch.no_grad():
             want = encoder.eval()(torch.from_numpy(ids), torch.from_numpy(lengths)).numpy()
         worst = max(worst, float(np.abs(got[0] - want).max()))
+        if pools_windows(encoder.config) and longest > 1:
+            worst = max(worst, _context_error(encoder, session, ids, lengths))
         if project is not None:  # the features, projected on their own, give the embeddings
             (again,) = project.run(None, {FEATURES: got[1]})
             worst = max(worst, float(np.abs(again - want).max()))
     if worst > atol:
         raise RuntimeError(f"{path}: ONNX Runtime differs from torch by {worst:.2e}")
     return worst
+
+
+def _context_error(encoder: GensenEncoder, session, ids: np.ndarray, lengths: np.ndarray) -> float:
+    """How far encoder.onnx's embeddings of rows whose first and last quarter are marked as
+    context are from torch's max over the unmarked tokens' states."""
+    positions = np.arange(ids.shape[1])
+    pooled = (positions >= lengths[:, None] // 4) & (positions < lengths[:, None] * 3 // 4 + 1)
+    marked = np.where(pooled, ids, ids + encoder.config.vocab_size)
+    (got,) = session.run(["embeddings"], {"input_ids": marked, "lengths": lengths})
+    ids_t, lengths_t = torch.from_numpy(ids), torch.from_numpy(lengths)
+    with torch.no_grad():
+        states = encoder.token_states(ids_t, lengths_t)
+        want = encoder.projection(encoder.pool(states, lengths_t, torch.from_numpy(pooled)))
+    return float(np.abs(got - want.numpy()).max())
 
 
 def model_card(
@@ -179,7 +213,7 @@ def model_card(
         "files": dict(FILES, **({"projection": PROJECTION_FILE} if enc.projection_dim else {})),
         "labels": {"nli": NLI_LABELS, "paraphrase": PARAPHRASE_LABELS},
         "paraphrase_threshold": 0.5,
-        **({"windows": WINDOWS} if enc.projection_dim and enc.pooling == "max" else {}),
+        **({"windows": windows_card(enc.vocab_size)} if pools_windows(enc) else {}),
         "training": {},
         "evaluation": {},
         "license": "Apache-2.0 (code and weights); trained on data sets with their own licences, see training.data",
@@ -212,19 +246,54 @@ def export_bundle(
     return out
 
 
-def add_features(bundle: Path) -> None:
-    """Give a bundle exported before `features` existed its features and projection.onnx, from
-    its own encoder.onnx (no retraining: the same nodes run, one more output is kept)."""
+def rebuild_encoder(bundle: Path) -> float:
+    """Build a bundle's encoder.onnx again from its own weights with this export's graph (for
+    an encoder that max-pools and projects: `features`, context marks and projection.onnx),
+    update its card, and return how far the new graph's embeddings are from the old one's
+    (RuntimeError over 1e-5). No retraining: the weights are the ones the bundle holds."""
     card_path = bundle / "model.json"
     card = json.loads(card_path.read_text())
     path = bundle / card["files"]["encoder"]
-    graph = expose_features(onnx.load(str(path)))
-    onnx.save(graph, str(path))
-    write_projection(graph, bundle / PROJECTION_FILE)
-    card["files"]["projection"] = PROJECTION_FILE
-    if card.get("pooling") == "max":
-        card["windows"] = WINDOWS
+    old = onnx.load(str(path))
+    shape = card["encoder"]
+    config = EncoderConfig(
+        vocab_size=card["vocab_size"],
+        embedding_dim=shape["embedding_dim"],
+        hidden_dim=shape["hidden_dim"],
+        num_layers=shape["num_layers"],
+        pooling=card["pooling"],
+        projection_dim=shape["projection_dim"],
+    )
+    encoder = encoder_from_graph(old, config)
+    export_encoder(encoder, path)
+    check_encoder(encoder, path, card["vocab_size"])
+    moved = _embeddings_distance(old, path, card["vocab_size"])
+    if pools_windows(config):
+        card["files"]["projection"] = PROJECTION_FILE
+        card["windows"] = windows_card(config.vocab_size)
     card_path.write_text(json.dumps(card, indent=2) + "\n")
+    return moved
+
+
+def _embeddings_distance(old: onnx.ModelProto, path: Path, vocab_size: int) -> float:
+    """Largest difference between the embeddings of two encoder graphs on random rows
+    (RuntimeError over 1e-5)."""
+    import onnxruntime as ort
+
+    sessions = [
+        ort.InferenceSession(graph, providers=["CPUExecutionProvider"])
+        for graph in (old.SerializeToString(), str(path))
+    ]
+    rng = np.random.default_rng(1)
+    rows = [list(rng.integers(4, vocab_size, rng.integers(1, 300))) for _ in range(12)]
+    ids, lengths = pad_batch(rows, PAD_ID)
+    before, after = (
+        s.run(["embeddings"], {"input_ids": ids, "lengths": lengths})[0] for s in sessions
+    )
+    moved = float(np.abs(after - before).max())
+    if moved > 1e-5:
+        raise RuntimeError(f"{path}: the rebuilt graph's embeddings moved by {moved:.2e}")
+    return moved
 
 
 def training_summary(config: TrainConfig) -> dict:
@@ -271,15 +340,16 @@ def main() -> None:
     parser.add_argument("--checkpoint", type=Path)
     parser.add_argument("--out", type=Path)
     parser.add_argument(
-        "--add-features",
+        "--rebuild-encoder",
         type=Path,
         metavar="BUNDLE",
-        help="give an exported bundle the `features` output and projection.onnx, and stop",
+        help="build a bundle's encoder.onnx again from its own weights with this export's graph"
+        " (pooled features, context marks, projection.onnx), and stop",
     )
     args = parser.parse_args()
-    if args.add_features:
-        add_features(args.add_features)
-        print(f"features and {PROJECTION_FILE} added to {args.add_features}")
+    if args.rebuild_encoder:
+        moved = rebuild_encoder(args.rebuild_encoder)
+        print(f"{args.rebuild_encoder}: encoder rebuilt, embeddings moved by {moved:.1e}")
         return
     if args.checkpoint is None or args.out is None:
         parser.error("--checkpoint and --out are needed to export")

@@ -18,7 +18,7 @@ import onnx
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
-from models.encoder import GensenEncoder
+from models.encoder import EncoderConfig, GensenEncoder
 
 OPSET = 17
 IR_VERSION = 8  # what opset 17 needs; ONNX Runtime rejects the newest IR versions
@@ -75,10 +75,16 @@ class _Graph:
         return names
 
 
-def build_encoder_graph(encoder: GensenEncoder, chunk_rows: int = CHUNK_ROWS) -> onnx.ModelProto:
+def build_encoder_graph(
+    encoder: GensenEncoder, chunk_rows: int = CHUNK_ROWS, context_mark: int | None = None
+) -> onnx.ModelProto:
     """encoder.onnx: input_ids int64 [batch, seq], lengths int64 [batch] -> embeddings [batch, dim],
     and with a projection also `features` [batch, 2H]: the pooled BiGRU states before it (what
     the windows of a long text are max-pooled over; `build_projection_graph` maps them on).
+
+    `context_mark` (max pooling only; the vocabulary size): an id `context_mark + t` stands for
+    token t read as context but left out of the pooling, so that a window of a long text gives
+    only the states it reads with context on both sides (`service.windows`).
 
     A recurrent step costs the same for every row of a batch, padding included, so the graph
     sorts the rows by length and runs them in chunks of `chunk_rows`, each cut to its own longest
@@ -102,7 +108,9 @@ def build_encoder_graph(encoder: GensenEncoder, chunk_rows: int = CHUNK_ROWS) ->
     shortest = g.op("Slice", [order, "zero", "one"])[0]
     padded_order = g.op("Concat", [g.op("Expand", [shortest, spare])[0], order], axis=0)[0]
 
-    body = _chunk_body(g, encoder, padded_order, lengths, rows)
+    if encoder.config.pooling != "max":
+        context_mark = None
+    body = _chunk_body(g, encoder, padded_order, lengths, rows, context_mark)
     trips = g.op("Squeeze", [chunks, "axis_0"])[0]
     (stacked,) = g.op("Loop", [trips, ""], 1, body=body)  # [chunks, rows, width]
     width = 2 * encoder.config.hidden_dim
@@ -137,18 +145,35 @@ def projection_weights(encoder: onnx.ModelProto) -> tuple[np.ndarray, np.ndarray
     return tuple(numpy_helper.to_array(stored[name]) for name in PROJECTION)  # type: ignore[return-value]
 
 
-def expose_features(encoder: onnx.ModelProto) -> onnx.ModelProto:
-    """An encoder.onnx built here before it output `features`, with that output added: the
-    input of its projection, unchanged otherwise (the same nodes run, one more tensor kept)."""
-    graph = encoder.graph
-    if FEATURES in (o.name for o in graph.output):
-        return encoder
-    (gemm,) = [n for n in graph.node if n.op_type == "Gemm" and list(n.input[1:]) == PROJECTION]
-    graph.node.append(helper.make_node("Identity", [gemm.input[0]], [FEATURES]))
-    width = next(t.dims[1] for t in graph.initializer if t.name == PROJECTION[0])
-    graph.output.append(_tensor(FEATURES, width))
-    onnx.checker.check_model(encoder, full_check=True)
+def encoder_from_graph(graph: onnx.ModelProto, config: EncoderConfig) -> GensenEncoder:
+    """The GensenEncoder whose weights an encoder.onnx built here stores (the inverse of
+    `build_encoder_graph`), so that a bundle's graph can be built again by newer code."""
+    stored = {
+        t.name: torch.from_numpy(numpy_helper.to_array(t).copy()) for t in graph.graph.initializer
+    }
+    encoder = GensenEncoder(config).eval()
+    gru = encoder.encoder
+    with torch.no_grad():
+        encoder.src_embedding.weight.copy_(stored["src_embedding.weight"].float())
+        for layer in range(config.num_layers):
+            for suffix in ("", "_reverse"):
+                name = f"l{layer}{suffix}"
+                weights = {k: stored[f"encoder.gru_{name}.{k}"][0] for k in ("W", "R", "B")}
+                bias_ih, bias_hh = weights["B"].chunk(2)
+                getattr(gru, f"weight_ih_{name}").copy_(_torch_gates(weights["W"]))
+                getattr(gru, f"weight_hh_{name}").copy_(_torch_gates(weights["R"]))
+                getattr(gru, f"bias_ih_{name}").copy_(_torch_gates(bias_ih))
+                getattr(gru, f"bias_hh_{name}").copy_(_torch_gates(bias_hh))
+        if encoder.projection is not None:
+            encoder.projection.weight.copy_(stored[PROJECTION[0]])
+            encoder.projection.bias.copy_(stored[PROJECTION[1]])
     return encoder
+
+
+def _torch_gates(weight: torch.Tensor) -> torch.Tensor:
+    """ONNX (z, r, h) blocks along dim 0 -> PyTorch (r, z, n)."""
+    z, r, n = weight.reshape(3, -1, *weight.shape[1:])
+    return torch.cat([r, z, n])
 
 
 def _projection_weights(encoder: GensenEncoder) -> tuple[np.ndarray, np.ndarray]:
@@ -167,9 +192,15 @@ def _tensor(name: str, width: int) -> onnx.ValueInfoProto:
 
 
 def _chunk_body(
-    g: _Graph, encoder: GensenEncoder, order: str, lengths: str, rows: str
+    g: _Graph,
+    encoder: GensenEncoder,
+    order: str,
+    lengths: str,
+    rows: str,
+    context_mark: int | None = None,
 ) -> onnx.GraphProto:
-    """The Loop body: chunk i of the sorted rows -> pooled BiGRU states [rows, 2H].
+    """The Loop body: chunk i of the sorted rows -> pooled BiGRU states [rows, 2H] (ids from
+    `context_mark` up read as context only: `build_encoder_graph`).
 
     Its constants are initializers of the outer graph `g`, which the body reads by name.
     """
@@ -182,6 +213,11 @@ def _chunk_body(
     longest = b.op("ReduceMax", [chunk_lengths], keepdims=1)[0]
     ids = b.op("Gather", ["input_ids", picked], axis=0)[0]
     ids = b.op("Slice", [ids, "zero", longest, "one"])[0]  # columns up to the chunk's longest
+    pooled_mask = None
+    if context_mark is not None:
+        mark = g.const("context_mark", np.array(context_mark, dtype=np.int64))
+        pooled_mask = b.op("Transpose", [b.op("Less", [ids, mark])[0]], perm=[1, 0])[0]  # [T, B]
+        ids = b.op("Mod", [ids, mark])[0]
     seq_lens = b.op("Cast", [chunk_lengths], to=TensorProto.INT32)[0]
     table = encoder.src_embedding.weight.detach().half().numpy()
     words = b.op("Gather", [g.const("src_embedding.weight", table), ids])[0]
@@ -212,7 +248,7 @@ def _chunk_body(
         both = b.op("Transpose", [last], perm=[1, 0, 2])[0]  # [B, 2, H]
         pooled = b.op("Reshape", [both, g.int64("flatten_directions", 0, 2 * hidden)])[0]
     else:
-        pooled = _masked_max(b, g, x, chunk_lengths)
+        pooled = _masked_max(b, g, x, chunk_lengths, pooled_mask)
     b.op("Identity", ["cond"], ["cond_out"])
     b.op("Identity", [pooled], ["pooled"])
     return helper.make_graph(
@@ -229,8 +265,11 @@ def _chunk_body(
     )
 
 
-def _masked_max(b: _Graph, g: _Graph, states: str, lengths: str) -> str:
-    """Max over time of [T, B, D] states, reading only positions t < length of each row.
+def _masked_max(
+    b: _Graph, g: _Graph, states: str, lengths: str, pooled_mask: str | None = None
+) -> str:
+    """Max over time of [T, B, D] states, reading only positions t < length of each row (and of
+    those only where the bool [T, B] `pooled_mask` is set, when given).
 
     Nodes go to `b`, constants to `g`.
     """
@@ -238,6 +277,8 @@ def _masked_max(b: _Graph, g: _Graph, states: str, lengths: str) -> str:
     times = b.op("Range", ["zero_scalar", steps, "one_scalar"])[0]
     column = b.op("Unsqueeze", [times, g.int64("axis_1", 1)])[0]  # [T, 1]
     valid = b.op("Less", [column, lengths])[0]  # [T, B]
+    if pooled_mask is not None:
+        valid = b.op("And", [valid, pooled_mask])[0]
     valid = b.op("Unsqueeze", [valid, g.int64("axis_2", 2)])[0]
     minus_inf = g.const("minus_inf", np.array(-np.inf, dtype=np.float32))
     masked = b.op("Where", [valid, states, minus_inf])[0]

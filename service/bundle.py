@@ -65,6 +65,17 @@ class Bundle:
         return PROJECTION in self.files and pooling == "max"
 
     @property
+    def context_mark(self) -> int | None:
+        """Where the encoder reads ids from this value up as context only (token id + mark),
+        leaving them out of its pooling (the card's `windows.context_mark`), so that each
+        window of a long text gives only the states it owns; None: windows give all of theirs."""
+        windows = self.card.get("windows")
+        mark = windows.get("context_mark") if isinstance(windows, dict) else None
+        if not self.pools_features or mark is None:
+            return None
+        return int(mark)
+
+    @property
     def nli_labels(self) -> list[str]:
         """NLI labels in logit order."""
         return list(self.card["labels"]["nli"])
@@ -131,9 +142,21 @@ def _check_card(card: dict[str, Any], folder: Path) -> None:
     if not isinstance(files.get(PROJECTION, ""), str):
         raise fail(f"files.{PROJECTION} must name a file")
     _check_labels(card["labels"], fail)
+    _check_context_mark(card, fail)
     threshold = card["paraphrase_threshold"]
     if not isinstance(threshold, int | float) or not 0.0 <= threshold <= 1.0:
         raise fail(f"paraphrase_threshold must be a probability, not {threshold!r}")
+
+
+def _check_context_mark(card: dict[str, Any], fail: Callable[[str], BundleError]) -> None:
+    """A context mark must lie past every token id, or a real token would be read as context."""
+    windows = card.get("windows")
+    mark = windows.get("context_mark") if isinstance(windows, dict) else None
+    if mark is None:
+        return
+    vocab = card.get("vocab_size", 1)
+    if not isinstance(mark, int) or isinstance(mark, bool) or mark < vocab or mark < 1:
+        raise fail(f"windows.context_mark must be an integer of at least vocab_size, not {mark!r}")
 
 
 def _check_labels(labels: Any, fail: Callable[[str], BundleError]) -> None:

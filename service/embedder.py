@@ -69,14 +69,17 @@ class Embedder:
         limits: RequestLimits,
         dim: int,
         project: Project | None = None,
+        context_mark: int | None = None,
     ) -> None:
         """`dim`: the vectors' width (the batcher's rows may carry pooled features after it);
         `project`: maps the max-pooled features of a long text's windows to its vector (None:
-        the bundle has no features, and windows are averaged)."""
+        the bundle has no features, and windows are averaged); `context_mark`: the encoder's
+        (`Bundle.context_mark`), so that each window gives only the states it owns."""
         self._tokenizer = tokenizer
         self._batcher = batcher
         self._dim = dim
         self._project = project
+        self._context_mark = context_mark
         self.limits = limits
         self.overlap = default_overlap(tokenizer.max_tokens)
         self.accepting = False  # set by the lifecycle: after warm-up, until draining
@@ -112,15 +115,29 @@ class Embedder:
         )
         _check_tokens(encoded, name_of)
         windows = split(
-            encoded.ids, self._tokenizer.max_tokens, truncate, self.overlap, name_of, keep_last
+            encoded.ids,
+            self._tokenizer.max_tokens,
+            truncate,
+            self.overlap,
+            name_of,
+            keep_last,
+            self._context_mark,
         )
+        # each window's own vector reads all of its tokens: marked rows go again, unmarked
+        marked = windows.marked() if by_window else []
         deadline = time.monotonic() + self.limits.timeout_s
-        job = self._batcher.submit(windows.rows, deadline, request_id=current_request_id())
-        rows = await self._wait(job, disconnected)
+        sent = [*windows.rows, *windows.plain(marked)] if marked else windows.rows
+        job = self._batcher.submit(sent, deadline, request_id=current_request_id())
+        out = await self._wait(job, disconnected)
+        rows = out[: len(windows.rows)]
         vectors = windows.pool(rows, self._dim, self._project)
         found = None
         if by_window:
-            found = window_vectors(windows, rows[:, : self._dim], texts, encoded.offsets or [])
+            alone = rows[:, : self._dim]
+            if marked:
+                alone = alone.copy()
+                alone[marked] = out[len(windows.rows) :, : self._dim]
+            found = window_vectors(windows, alone, texts, encoded.offsets or [])
         return Embeddings(vectors, windows.tokens, len(windows.rows), windows.truncated, found)
 
     def tokens(self, texts: list[str], add_special_tokens: bool = True) -> list[list[dict]]:

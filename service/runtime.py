@@ -170,6 +170,7 @@ class Runtime:
                 _request_limits(settings),
                 bundle.dim,
                 heads_engine.project if bundle.pools_features else None,
+                bundle.context_mark,
             ),
             heads=PairHeads(heads_engine, bundle, metrics),
             engine=heads_engine,

@@ -6,7 +6,15 @@ sentence is only ever seen cut in two. Its vector is made as the model makes one
 the bundle has pooled features (`Bundle.pools_features`), the max over its windows' features,
 then the projection, which is what one window as long as the text would give with max pooling
 (up to the states a GRU carries across a window's edge); for a bundle without them, the mean
-of its windows' vectors, weighted by the new tokens each window brings. Each window's own
+of its windows' vectors, weighted by the new tokens each window brings.
+
+A GRU starts each window afresh, so the states at a window's inner edges are read with little
+context: those at the start of a later window are what a sentence start looks like, and they
+weigh in the max as much as the text's real content. Where the encoder takes context marks
+(`Bundle.context_mark`), each window therefore gives only the states it owns: two windows that
+overlap split the overlap at its middle, and the tokens a window does not own are sent as
+`id + context_mark`, read by the encoder but left out of its pooling. The text's vector is then
+the max over states that each came from a window reading context on both sides of them. Each window's own
 vector and character span can be asked for too (`window_vectors`). What a request may ask
 instead:
 
@@ -40,6 +48,7 @@ class Windows:
     tokens: int  # tokens of the texts that were embedded (overlaps counted once)
     truncated: int  # texts cut at the limit because the request asked to truncate
     starts: list[int] | None = None  # each row's first token in its text (None: all 0)
+    context_mark: int | None = None  # ids from here up are context only (None: nothing marked)
 
     def pool(
         self, rows: np.ndarray, dim: int, project: Callable[[np.ndarray], np.ndarray] | None = None
@@ -63,6 +72,18 @@ class Windows:
             features = np.maximum.reduceat(rows[:, dim:], first, axis=0)[many]
             pooled[many] = project(np.ascontiguousarray(features))
         return pooled
+
+    def marked(self) -> list[int]:
+        """The indices of rows that hold context marks (tokens left out of their pooling)."""
+        if self.context_mark is None or self.owners is None:
+            return []
+        windows = np.bincount(self.owners)[self.owners]
+        return np.flatnonzero(windows > 1).tolist()
+
+    def plain(self, indices: Sequence[int]) -> list[list[int]]:
+        """Rows `indices` without their context marks: what each window alone would be sent as."""
+        mark = self.context_mark or 0
+        return [[t - mark if t >= mark else t for t in self.rows[i]] for i in indices]
 
     def _mean(self, vectors: np.ndarray) -> np.ndarray:
         texts = int(self.owners[-1]) + 1  # type: ignore[index]
@@ -136,9 +157,11 @@ def split(
     overlap: int,
     name_of: Callable[[int], str],
     keep_last: bool = False,
+    context_mark: int | None = None,
 ) -> Windows:
     """The rows of `ids` for the encoder, by the request's `truncate` choice (module docstring);
-    `keep_last`: truncation keeps a text's last tokens (TEI's `truncation_direction: left`).
+    `keep_last`: truncation keeps a text's last tokens (TEI's `truncation_direction: left`);
+    `context_mark`: the encoder's (`Bundle.context_mark`), to mark what each window does not own.
 
     Raises InputTooLong (naming the text by `name_of(i)`) when `truncate` is False and a text is
     longer than `size`.
@@ -157,21 +180,26 @@ def split(
         starts = [len(row) - len(c) if keep_last else 0 for row, c in zip(ids, cut, strict=True)]
         truncated = sum(len(r) > size for r in ids)
         return Windows(cut, None, None, sum(map(len, cut)), truncated, starts)
-    return _windows(ids, size, overlap)
+    return _windows(ids, size, overlap, context_mark)
 
 
-def _windows(ids: list[list[int]], size: int, overlap: int) -> Windows:
+def _windows(ids: list[list[int]], size: int, overlap: int, context_mark: int | None) -> Windows:
     rows: list[list[int]] = []
     owners: list[int] = []
     weights: list[float] = []
     firsts: list[int] = []
     for text, row in enumerate(ids):
+        starts = window_starts(len(row), size, overlap)
         covered = 0  # tokens of this text in the windows so far
-        for start in window_starts(len(row), size, overlap):
-            rows.append(row[start : start + size])
+        for k, start in enumerate(starts):
+            end = min(start + size, len(row))
+            window = row[start:end]
+            if context_mark is not None and len(starts) > 1:
+                owned = owned_range(starts, k, size, len(row))
+                window = _mark_context(window, start, owned, context_mark)
+            rows.append(window)
             owners.append(text)
             firsts.append(start)
-            end = min(start + size, len(row))
             weights.append((end - max(start, covered)) / len(row))  # the tokens it adds
             covered = end
     return Windows(
@@ -181,4 +209,25 @@ def _windows(ids: list[list[int]], size: int, overlap: int) -> Windows:
         sum(map(len, ids)),
         0,
         firsts,
+        context_mark,
     )
+
+
+def owned_range(starts: Sequence[int], k: int, size: int, length: int) -> tuple[int, int]:
+    """The tokens [first, stop) of a text of `length` that window `k` of `starts` owns: from
+    the middle of its overlap with the window before to the middle of its overlap with the
+    next (the text's start and end for the first and last window)."""
+    first = 0 if k == 0 else (starts[k] + min(starts[k - 1] + size, length)) // 2
+    last = len(starts) - 1
+    stop = length if k == last else (starts[k + 1] + min(starts[k] + size, length)) // 2
+    return first, stop
+
+
+def _mark_context(
+    window: list[int], start: int, owned: tuple[int, int], context_mark: int
+) -> list[int]:
+    """`window` (from token `start` of its text) with the tokens outside `owned` marked."""
+    first, stop = owned[0] - start, owned[1] - start
+    head = [t + context_mark for t in window[:first]]
+    tail = [t + context_mark for t in window[stop:]]
+    return [*head, *window[first:stop], *tail]

@@ -38,8 +38,10 @@ def local_embedder(
     project = engine.project if bundle.pools_features else None
 
     def encode(texts: list[str], offsets: bool = False) -> tuple[Encoded, Windows, np.ndarray]:
+        """`offsets`: each window whole, for its own vector (no context marks)."""
         encoded = tokenizer.encode(texts, offsets)
-        split_texts = split(encoded.ids, bundle.max_tokens, None, overlap, str)
+        mark = None if offsets else bundle.context_mark
+        split_texts = split(encoded.ids, bundle.max_tokens, None, overlap, str, context_mark=mark)
         rows = split_texts.rows
         out = np.empty((len(rows), bundle.dim + engine.features), dtype=np.float32)
         for start in range(0, len(rows), BATCH_ROWS):

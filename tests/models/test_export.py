@@ -13,8 +13,13 @@ import pytest
 import torch
 
 from models.encoder import PAD_ID, EncoderConfig, GensenEncoder
-from models.export import PROJECTION_FILE, add_features, export_encoder, round_embeddings_to_half
-from models.onnx_graph import build_encoder_graph
+from models.export import (
+    PROJECTION_FILE,
+    export_encoder,
+    rebuild_encoder,
+    round_embeddings_to_half,
+)
+from models.onnx_graph import build_encoder_graph, encoder_from_graph
 from models.vocabulary import pad_batch
 
 
@@ -146,24 +151,28 @@ def test_tiny_bundle_card_says_how_windows_pool(tiny_bundle):
     assert card["windows"]["pooling"] == "max"
 
 
-def test_add_features_gives_an_older_bundle_the_same_outputs(tiny_bundle, tmp_path):
-    """A bundle exported before features existed (encoder without the output, no projection
-    file) gets both, and its embeddings do not move."""
+def test_rebuild_encoder_gives_an_older_bundle_the_new_graph_with_the_same_embeddings(
+    tiny_bundle, tmp_path
+):
+    """A bundle exported before pooled features and context marks existed (no `features`
+    output, no projection file, no card `windows`) gets the whole graph of this export from its
+    own weights, and its embeddings do not move."""
     old = Path(shutil.copytree(tiny_bundle, tmp_path / "old"))
     card = json.loads((old / "model.json").read_text())
     del card["files"]["projection"], card["windows"]
     (old / "model.json").write_text(json.dumps(card))
     (old / PROJECTION_FILE).unlink()
-    graph = onnx.load(str(old / "encoder.onnx"))
+    shape = card["encoder"]
+    config = EncoderConfig(card["vocab_size"], **shape, pooling="max")
+    graph = build_encoder_graph(encoder_from_graph(onnx.load(str(old / "encoder.onnx")), config))
     graph.graph.output.pop()  # features
-    graph.graph.node.remove(next(n for n in graph.graph.node if list(n.output) == ["features"]))
     onnx.save(graph, str(old / "encoder.onnx"))
     rng = np.random.default_rng(3)
     ids, lengths = pad_batch([list(rng.integers(4, 60, n)) for n in (12, 3, 7)], PAD_ID)
     feeds = {"input_ids": ids, "lengths": lengths}
     before = ort.InferenceSession(str(old / "encoder.onnx")).run(None, feeds)
     assert len(before) == 1
-    add_features(old)
+    assert rebuild_encoder(old) == 0.0
     after = ort.InferenceSession(str(old / "encoder.onnx")).run(None, feeds)
     np.testing.assert_array_equal(after[0], before[0])
     (projected,) = ort.InferenceSession(str(old / PROJECTION_FILE)).run(
@@ -173,3 +182,30 @@ def test_add_features_gives_an_older_bundle_the_same_outputs(tiny_bundle, tmp_pa
     card = json.loads((old / "model.json").read_text())
     assert card["files"]["projection"] == PROJECTION_FILE
     assert card["windows"]["pooling"] == "max"
+    assert card["windows"]["context_mark"] == card["vocab_size"]
+
+
+def test_context_marked_tokens_are_read_but_not_pooled(tmp_path):
+    """An id of vocab_size + t is token t to the GRU (the other tokens' states do not move) but
+    is left out of the max pooling; a row without marks embeds as before."""
+    torch.manual_seed(5)
+    encoder = GensenEncoder(EncoderConfig(300, 24, 16, 2, "max", 20)).eval()
+    export_encoder(encoder, tmp_path / "encoder.onnx")
+    session = ort.InferenceSession(str(tmp_path / "encoder.onnx"))
+    vocab = encoder.config.vocab_size
+    rng = np.random.default_rng(4)
+    ids, lengths = _random_batch(rng, 9, 40)
+    pooled = rng.random(ids.shape) < 0.6
+    pooled[:, 0] = True  # every row pools at least one token
+    pooled[0] = True  # and the first row is not marked at all
+    marked = np.where(pooled, ids, ids + vocab)
+    feeds = {"input_ids": marked, "lengths": lengths}
+    got, features = session.run(["embeddings", "features"], feeds)
+    ids_t, lengths_t = torch.from_numpy(ids), torch.from_numpy(lengths)
+    with torch.no_grad():
+        states = encoder.token_states(ids_t, lengths_t)
+        want = encoder.pool(states, lengths_t, torch.from_numpy(pooled))
+        whole = encoder(ids_t, lengths_t)
+    np.testing.assert_allclose(features, want.numpy(), atol=1e-5)
+    np.testing.assert_allclose(got[0], whole[0].numpy(), atol=1e-5)
+    assert np.abs(got[1:] - whole[1:].numpy()).max() > 1e-3  # the marks changed the others

@@ -74,9 +74,20 @@ def test_empty_file(copy: Path) -> None:
         ({"labels": {"nli": ["yes", "no", "maybe"], "paraphrase": ["n", "y"]}}, "labels.nli"),
         ({"labels": {"nli": ["entailment", "neutral", "contradiction"]}}, "labels.paraphrase"),
         ({"paraphrase_threshold": 2}, "paraphrase_threshold must be a probability"),
+        ({"windows": {"pooling": "max", "context_mark": 5}}, "windows.context_mark must be"),
+        ({"windows": {"pooling": "max", "context_mark": "x"}}, "windows.context_mark must be"),
     ],
 )
 def test_bad_card(copy: Path, changes: dict[str, object], message: str) -> None:
     edit_card(copy, **changes)
     with pytest.raises(BundleError, match=message):
         load_bundle(copy)
+
+
+def test_context_mark_is_read_from_the_card_only_where_windows_pool_features(copy: Path) -> None:
+    card = json.loads((copy / "model.json").read_text())
+    assert load_bundle(copy).context_mark == card["vocab_size"]
+    edit_card(copy, windows={"pooling": "mean", "context_mark": card["vocab_size"]})
+    assert load_bundle(copy).context_mark is None
+    edit_card(copy, windows={"pooling": "max"})
+    assert load_bundle(copy).context_mark is None

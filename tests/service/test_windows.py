@@ -104,3 +104,38 @@ def test_window_vectors_carry_spans_that_cover_the_text_in_order() -> None:
 def test_truncated_texts_say_where_their_window_lies() -> None:
     windows = split([list(range(20))], 8, True, 2, name_of, keep_last=True)
     assert windows.spans(1) == [[(12, 20)]]
+
+
+@pytest.mark.parametrize("length", [9, 14, 20, 21, 40])
+def test_with_context_marks_each_token_is_pooled_by_exactly_one_window(length: int) -> None:
+    """Each window of a long text leaves the tokens a neighbour owns marked (id + mark): the
+    unmarked tokens of its windows cover the text once, and in order."""
+    mark = 1000
+    text = list(range(100, 100 + length))
+    windows = split([text, [1, 2]], 8, None, 2, name_of, context_mark=mark)
+    owned: list[int] = []
+    for row, (start, stop) in zip(windows.rows, windows.spans(2)[0], strict=False):
+        assert [t % mark for t in row] == text[start:stop]  # every window reads all its tokens
+        owned += [t for t in row if t < mark]
+    assert owned == text
+    assert windows.rows[-1] == [1, 2]  # a text of one window is never marked
+    assert windows.marked() == list(range(len(windows.rows) - 1))
+    assert windows.plain(windows.marked()) == [
+        text[start:stop] for start, stop in windows.spans(2)[0]
+    ]
+
+
+def test_context_marks_split_an_overlap_at_its_middle() -> None:
+    windows = split([list(range(14))], 8, None, 4, name_of, context_mark=100)
+    # windows [0:8] and [4:12] overlap on 4..7, [4:12] and [6:14] on 6..11
+    assert windows.rows == [
+        [0, 1, 2, 3, 4, 5, 106, 107],
+        [104, 105, 6, 7, 8, 109, 110, 111],
+        [106, 107, 108, 9, 10, 11, 12, 13],
+    ]
+
+
+def test_without_a_context_mark_nothing_is_marked() -> None:
+    windows = split([list(range(20))], 8, None, 2, name_of)
+    assert windows.rows == [list(range(s, s + 8)) for s in (0, 6, 12)]
+    assert windows.marked() == []

@@ -90,15 +90,24 @@ async def test_a_long_input_is_its_windows_max_pooled_features_projected(
     app_client: AppClient, tiny_bundle: Path
 ) -> None:
     """The tiny bundle takes 32 tokens: the vector of 40 is the projection of the max of the
-    two windows' pooled features, as the model pools one text."""
-    engine = Engine(load_bundle(tiny_bundle), provider="cpu", intra_op_threads=1, runners=1)
+    two windows' pooled features, as the model pools one text. Each window pools only the
+    states it owns: their overlap, tokens 8 to 31, splits at 20, and the other side's tokens
+    are sent with the card's context mark (read, not pooled)."""
+    bundle = load_bundle(tiny_bundle)
+    engine = Engine(bundle, provider="cpu", intra_op_threads=1, runners=1)
     tokenizer = TextTokenizer(tiny_bundle / "tokenizer.json", 32)
     ids = tokenizer.encode([" ".join(WORDS)]).ids[0]
-    rows = engine.embed(*pad_rows([ids[:32], ids[8:]], tokenizer.pad_id))
+    mark = bundle.card["windows"]["context_mark"]
+    first = ids[:20] + [t + mark for t in ids[20:32]]
+    last = [t + mark for t in ids[8:20]] + ids[20:]
+    rows = engine.embed(*pad_rows([first, last], tokenizer.pad_id))
     want = engine.project(rows[:, engine.dim :].max(axis=0, keepdims=True))[0]
+    whole_windows = engine.embed(*pad_rows([ids[:32], ids[8:]], tokenizer.pad_id))
+    unowned = engine.project(whole_windows[:, engine.dim :].max(axis=0, keepdims=True))[0]
     async with app_client() as client:
         whole = await embed(client, [" ".join(WORDS)], normalize=False)
     np.testing.assert_allclose(whole.json()[0], want, rtol=1e-4, atol=1e-5)
+    assert np.abs(want - unowned).max() > 1e-3  # the marks matter
 
 
 async def test_without_features_a_long_input_is_its_windows_weighted_mean(
