@@ -13,7 +13,7 @@ from torch import nn
 
 from models.config import TrainConfig
 from models.encoder import GensenEncoder, PairClassifier
-from models.tasks import HEAD_CLASSES, TRANSFER_HEAD
+from models.tasks import HEAD_CLASSES, NEXT_HEAD, TRANSFER_HEAD, NextSentenceHead
 from models.teacher import TEACHER_DIM
 
 
@@ -28,6 +28,8 @@ def build_model(config: TrainConfig) -> tuple[GensenEncoder, nn.ModuleDict]:
     )
     if config.transfer_weight:  # training only: the bundle never serves it
         heads[TRANSFER_HEAD] = nn.Linear(dim, TEACHER_DIM)
+    if any(NEXT_HEAD in phase.weights for phase in config.phases):  # training only, too
+        heads[NEXT_HEAD] = NextSentenceHead(dim)
     return encoder, heads
 
 

@@ -6,6 +6,7 @@ so that a training run is a pure function of its seed and can resume at any step
 
 from __future__ import annotations
 
+import itertools
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -137,8 +138,51 @@ class ClassificationTask(PairTask):
         return F.cross_entropy(heads[self.name](u, v), batch["labels"].long())
 
 
+class NextSentenceHead(nn.Module):
+    """Quick-thought's two views of a sentence (Logeswaran and Lee, 2018): one linear map for
+    a sentence, another for its candidate successors, so that "follows" need not be symmetric."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.sentence = nn.Linear(dim, dim)
+        self.successor = nn.Linear(dim, dim)
+
+    def forward(self, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Scores [n, n]: sentence i (of `u`) against each candidate j (of `v`)."""
+        a = F.normalize(self.sentence(u), dim=-1)
+        b = F.normalize(self.successor(v), dim=-1)
+        return a @ b.T / NEXT_TEMPERATURE
+
+
+class NextSentenceTask(PairTask):
+    """Quick-thought on the ordered unlabeled text: tell the sentence that really follows each
+    sentence from the batch's other successors (and each successor's true predecessor from the
+    batch's other sentences), through the NEXT_HEAD, by cross-entropy. What tells sentences in
+    sequence apart (topic, register, question against answer) must then be in the vector; the
+    head keeps the comparison itself out of it."""
+
+    def loss(self, encoder, heads, batch):
+        u, v = self.encode_pair(encoder, batch)
+        scores = heads[NEXT_HEAD](u, v)
+        truth = torch.arange(len(u), device=scores.device)
+        return (F.cross_entropy(scores, truth) + F.cross_entropy(scores.T, truth)) / 2
+
+
+def successor_pairs(
+    sentence_ids: list[list[int]], passages: list[list[int]]
+) -> tuple[list[list[int]], list[list[int]]]:
+    """Each sentence of a passage with the one after it (the corpus keeps document order)."""
+    follows = {(a, b) for passage in passages for a, b in itertools.pairwise(passage)}
+    pairs = sorted(follows)
+    a = [sentence_ids[i] for i, _ in pairs]
+    b = [sentence_ids[j] for _, j in pairs]
+    return a, b
+
+
 HEAD_CLASSES = {"nli": 3, "paraphrase": 2, "rte": 2}
 TRANSFER_HEAD = "transfer"  # the distill task's linear head to the general-purpose target
+NEXT_HEAD = "next"  # the next-sentence task's two linear views
+NEXT_TEMPERATURE = 0.05  # cosine scores over this, as in contrastive sentence objectives
 
 
 def passage_examples(
@@ -232,7 +276,7 @@ def build_tasks(
     with SICK trial by SICK's design (never a pair), and is kept whole.
     """
     root, tasks, held = d.root, {}, corpus.stsb_dev_sentences(d.root)
-    if names & {"distill", "passage"}:
+    if names & {"distill", "passage", "next"}:
         sentence_ids = encode(d.tokenizer, d.sentences, d.max_tokens)
     if "distill" in names:
         tasks["distill"] = DistillationTask(
@@ -247,6 +291,10 @@ def build_tasks(
             sentence_ids, d.teacher, d.passages or [], d.max_tokens, d.seed
         )
         tasks["passage"] = DistillationTask(ids, targets, passage_batch, name="passage")
+    if "next" in names:
+        a, b = successor_pairs(sentence_ids, d.passages or [])
+        labels = np.zeros(len(a), dtype=np.float32)  # the truth is each row's own successor
+        tasks["next"] = NextSentenceTask("next", a, b, labels, sentence_batch // 2)
     if "sts" in names:
         pairs = [
             (p.a, p.b, p.label / 5)
@@ -279,6 +327,7 @@ def build_tasks(
     unknown = names - tasks.keys()
     if unknown:
         raise ValueError(
-            f"unknown tasks {sorted(unknown)}; known: distill, passage, sts, nli, rte, paraphrase"
+            f"unknown tasks {sorted(unknown)}; known: distill, passage, next, sts, nli, rte, "
+            "paraphrase"
         )
     return tasks

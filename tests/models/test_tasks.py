@@ -83,3 +83,51 @@ def test_distillation_with_a_transfer_target_learns_it_through_its_own_head():
         task.loss(encoder, heads, batch).backward()
         optimizer.step()
     assert transfer_error() < 0.5 * before
+
+
+def test_successor_pairs_follow_document_order_within_passages():
+    from models.tasks import successor_pairs
+
+    ids = [[10 + i] for i in range(6)]
+    a, b = successor_pairs(ids, [[0, 1, 2], [4, 5], [1, 2]])
+    assert list(zip(a, b, strict=True)) == [([10], [11]), ([11], [12]), ([14], [15])]
+
+
+def test_next_sentence_task_learns_which_sentence_follows_through_its_own_head():
+    """Successors share a hidden topic with their sentence (the first token's class): the task
+    learns to pick each sentence's own successor out of the batch; the head exists only for a
+    config that trains the task."""
+    import numpy as np
+    import torch
+
+    from models.checkpoint import build_model
+    from models.config import Phase, TrainConfig
+    from models.encoder import EncoderConfig
+    from models.tasks import NEXT_HEAD, NextSentenceTask
+
+    rng = np.random.default_rng(0)
+    topics = rng.permutation(32)
+    a = [[4 + t, *rng.integers(40, 60, size=3)] for t in topics]
+    b = [[36 + t, *rng.integers(40, 60, size=4)] for t in topics]
+    task = NextSentenceTask("next", a, b, np.zeros(32, dtype=np.float32), 32)
+    phase = Phase(name="p", steps=10, weights={"distill": 0.5, NEXT_HEAD: 0.5}, lr=1e-2)
+    config = TrainConfig(encoder=EncoderConfig(70, 16, 16, 1, "max", 16), phases=[phase])
+    torch.manual_seed(0)
+    encoder, heads = build_model(config)
+    assert NEXT_HEAD in heads
+    assert NEXT_HEAD not in build_model(TrainConfig(encoder=config.encoder, phases=[]))[1]
+    batch = task.make_batch(np.arange(32))
+
+    def accuracy() -> float:
+        with torch.no_grad():
+            u, v = task.encode_pair(encoder, batch)
+            return float((heads[NEXT_HEAD](u, v).argmax(1) == torch.arange(32)).float().mean())
+
+    before = accuracy()
+    optimizer = torch.optim.Adam([*encoder.parameters(), *heads.parameters()], lr=1e-2)
+    for _ in range(80):
+        optimizer.zero_grad()
+        task.loss(encoder, heads, batch).backward()
+        optimizer.step()
+    assert before < 0.3
+    assert accuracy() > 0.9
