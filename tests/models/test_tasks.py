@@ -131,3 +131,14 @@ def test_next_sentence_task_learns_which_sentence_follows_through_its_own_head()
         optimizer.step()
     assert before < 0.3
     assert accuracy() > 0.9
+
+
+def test_build_tasks_makes_the_next_sentence_task_from_the_passages(shared_data):
+    sentences = ["a man sings .", "he plays a guitar .", "a dog runs .", "the cat sleeps ."]
+    d = TaskData(shared_data, train_tokenizer(sentences, 200), 16, sentences, None)
+    d.passages = [[0, 1], [2, 3]]
+    task = build_tasks({"next"}, d, 8, 8)["next"]
+    batch = task.make_batch([0, 1])
+    assert batch["ids"].shape[0] == 4  # both pairs' sentences, then their successors
+    assert task.batch_size == 4
+    assert len(task.lengths) == 2
