@@ -60,17 +60,14 @@ class Bundle:
         """Whether a long text's windows are max-pooled over the encoder's `features`, then
         projected (a projection file and `windows.pooling: max` in the card); if not, its
         vector is the mean of its windows' vectors, weighted by the tokens each adds."""
-        windows = self.card.get("windows")
-        pooling = windows.get("pooling") if isinstance(windows, dict) else None
-        return PROJECTION in self.files and pooling == "max"
+        return PROJECTION in self.files and _windows_field(self.card, "pooling") == "max"
 
     @property
     def context_mark(self) -> int | None:
         """Where the encoder reads ids from this value up as context only (token id + mark),
         leaving them out of its pooling (the card's `windows.context_mark`), so that each
         window of a long text gives only the states it owns; None: windows give all of theirs."""
-        windows = self.card.get("windows")
-        mark = windows.get("context_mark") if isinstance(windows, dict) else None
+        mark = _windows_field(self.card, "context_mark")
         if not self.pools_features or mark is None:
             return None
         return int(mark)
@@ -150,13 +147,18 @@ def _check_card(card: dict[str, Any], folder: Path) -> None:
 
 def _check_context_mark(card: dict[str, Any], fail: Callable[[str], BundleError]) -> None:
     """A context mark must lie past every token id, or a real token would be read as context."""
-    windows = card.get("windows")
-    mark = windows.get("context_mark") if isinstance(windows, dict) else None
+    mark = _windows_field(card, "context_mark")
     if mark is None:
         return
     vocab = card.get("vocab_size", 1)
     if not isinstance(mark, int) or isinstance(mark, bool) or mark < vocab or mark < 1:
         raise fail(f"windows.context_mark must be an integer of at least vocab_size, not {mark!r}")
+
+
+def _windows_field(card: dict[str, Any], name: str) -> Any:
+    """A field of the card's optional `windows` object (None where either is missing)."""
+    windows = card.get("windows")
+    return windows.get(name) if isinstance(windows, dict) else None
 
 
 def _check_labels(labels: Any, fail: Callable[[str], BundleError]) -> None:

@@ -14,9 +14,10 @@ weigh in the max as much as the text's real content. Where the encoder takes con
 (`Bundle.context_mark`), each window therefore gives only the states it owns: two windows that
 overlap split the overlap at its middle, and the tokens a window does not own are sent as
 `id + context_mark`, read by the encoder but left out of its pooling. The text's vector is then
-the max over states that each came from a window reading context on both sides of them. Each window's own
-vector and character span can be asked for too (`window_vectors`). What a request may ask
-instead:
+the max over states that each came from a window reading context on both sides of them.
+
+Each window's own vector and character span can be asked for too (`window_vectors`). What a
+request may ask instead:
 
 - `truncate: true`: its first `max_tokens` tokens only (text-embeddings-inference's meaning),
   or its last with `truncation_direction: left`;

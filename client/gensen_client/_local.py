@@ -37,10 +37,11 @@ def local_embedder(
     overlap = default_overlap(bundle.max_tokens)
     project = engine.project if bundle.pools_features else None
 
-    def encode(texts: list[str], offsets: bool = False) -> tuple[Encoded, Windows, np.ndarray]:
-        """`offsets`: each window whole, for its own vector (no context marks)."""
-        encoded = tokenizer.encode(texts, offsets)
-        mark = None if offsets else bundle.context_mark
+    def encode(texts: list[str], by_window: bool = False) -> tuple[Encoded, Windows, np.ndarray]:
+        """`by_window`: each window's own vector (read whole, without context marks) and the
+        tokens' character offsets for its span."""
+        encoded = tokenizer.encode(texts, by_window)
+        mark = None if by_window else bundle.context_mark
         split_texts = split(encoded.ids, bundle.max_tokens, None, overlap, str, context_mark=mark)
         rows = split_texts.rows
         out = np.empty((len(rows), bundle.dim + engine.features), dtype=np.float32)
@@ -54,7 +55,7 @@ def local_embedder(
         return normalize(split_texts.pool(out, bundle.dim, project))
 
     def embed_windows(texts: list[str]) -> list[list[Window]]:
-        encoded, split_texts, out = encode(texts, offsets=True)
+        encoded, split_texts, out = encode(texts, by_window=True)
         vectors = normalize(np.ascontiguousarray(out[:, : bundle.dim]))
         found = window_vectors(split_texts, vectors, texts, encoded.offsets or [])
         return [[Window(w.start, w.stop, w.tokens, w.vector) for w in ws] for ws in found]

@@ -7,6 +7,17 @@ from models.tasks import TaskData, build_tasks, without_sentences
 from models.vocabulary import train_tokenizer
 
 
+def _train(task, encoder, heads, batch, steps: int) -> None:
+    """`steps` Adam steps (lr 1e-2) of `task`'s loss on one batch."""
+    import torch
+
+    optimizer = torch.optim.Adam([*encoder.parameters(), *heads.parameters()], lr=1e-2)
+    for _ in range(steps):
+        optimizer.zero_grad()
+        task.loss(encoder, heads, batch).backward()
+        optimizer.step()
+
+
 def test_without_sentences_drops_pairs_touching_held_sentences():
     pairs = [("a", "b", 1.0), ("c", "d", 0.0), ("e", "a", 0.5)]
     assert without_sentences(pairs, {"a"}) == [("c", "d", 0.0)]
@@ -77,11 +88,7 @@ def test_distillation_with_a_transfer_target_learns_it_through_its_own_head():
         extra = task.loss(encoder, heads, batch) - plain.loss(encoder, heads, batch)
     np.testing.assert_allclose(float(extra), 0.5 * transfer_error(), rtol=1e-4)
     before = transfer_error()
-    optimizer = torch.optim.Adam([*encoder.parameters(), *heads.parameters()], lr=1e-2)
-    for _ in range(60):
-        optimizer.zero_grad()
-        task.loss(encoder, heads, batch).backward()
-        optimizer.step()
+    _train(task, encoder, heads, batch, steps=60)
     assert transfer_error() < 0.5 * before
 
 
@@ -124,11 +131,7 @@ def test_next_sentence_task_learns_which_sentence_follows_through_its_own_head()
             return float((heads[NEXT_HEAD](u, v).argmax(1) == torch.arange(32)).float().mean())
 
     before = accuracy()
-    optimizer = torch.optim.Adam([*encoder.parameters(), *heads.parameters()], lr=1e-2)
-    for _ in range(80):
-        optimizer.zero_grad()
-        task.loss(encoder, heads, batch).backward()
-        optimizer.step()
+    _train(task, encoder, heads, batch, steps=80)
     assert before < 0.3
     assert accuracy() > 0.9
 
