@@ -49,6 +49,27 @@ def save_checkpoint(
     path.with_suffix(".tmp").replace(path)
 
 
+def load_weights(path: Path, encoder, heads: nn.ModuleDict) -> list[str]:
+    """Start from a checkpoint's weights: the whole encoder, and each head that the checkpoint
+    holds with the same shapes (a head the new config adds or reshapes stays as built).
+    Returns the names of the heads left as built."""
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    encoder.load_state_dict(state["encoder"])
+    fresh = []
+    for name, head in heads.items():
+        saved = {
+            k.removeprefix(f"{name}."): v
+            for k, v in state["heads"].items()
+            if k.startswith(f"{name}.")
+        }
+        own = head.state_dict()
+        if saved.keys() == own.keys() and all(own[k].shape == v.shape for k, v in saved.items()):
+            head.load_state_dict(saved)
+        else:
+            fresh.append(name)
+    return sorted(fresh)
+
+
 def load_checkpoint(path: Path, encoder, heads, optimizer=None) -> tuple[int, float]:
     """Restore in place; returns (steps done, training seconds so far)."""
     state = torch.load(path, map_location="cpu", weights_only=False)

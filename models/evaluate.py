@@ -168,10 +168,12 @@ def _logistic(
     return classifier.fit(features, labels).predict(test[0])
 
 
-def transfer(model: Model, root: Path) -> dict[str, float]:
-    """SentEval-style classification accuracy (%) per task."""
+def transfer(
+    model: Model, root: Path, tasks: tuple[str, ...] = data.TRANSFER_TASKS
+) -> dict[str, float]:
+    """SentEval-style classification accuracy (%) per task (`model` needs only `embed`)."""
     scores = {}
-    for task in data.TRANSFER_TASKS:
+    for task in tasks:
         split = data.read_transfer(root, task)
         train_x = model.embed([s for s, _ in split.train])
         train_y = np.array([y for _, y in split.train])

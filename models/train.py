@@ -25,7 +25,7 @@ from torch import nn
 from tqdm import tqdm
 
 from models import corpus, evaluate, export
-from models.checkpoint import build_model, load_checkpoint, save_checkpoint
+from models.checkpoint import build_model, load_checkpoint, load_weights, save_checkpoint
 from models.config import Phase, TrainConfig
 from models.data import data_root
 from models.encoder import GensenEncoder
@@ -158,8 +158,13 @@ class TrainResult:
     elapsed_s: float  # training seconds over every run that built this checkpoint
 
 
-def train(config: TrainConfig, root: Path, stop_after: int | None = None) -> TrainResult:
-    """Train (resuming from run_dir's checkpoint), stopping early after `stop_after` steps."""
+def train(
+    config: TrainConfig, root: Path, stop_after: int | None = None, init_from: Path | None = None
+) -> TrainResult:
+    """Train (resuming from run_dir's checkpoint), stopping early after `stop_after` steps.
+
+    A run with no checkpoint yet starts from the weights of `init_from` (another run's
+    checkpoint) where given: fine-tuning, at step 0 of this config's phases."""
     torch.set_num_threads(config.threads)
     d = prepare(config, root)
     config.encoder.vocab_size = d.tokenizer.get_vocab_size()
@@ -175,6 +180,9 @@ def train(config: TrainConfig, root: Path, stop_after: int | None = None) -> Tra
     start, elapsed = (
         load_checkpoint(checkpoint, encoder, heads, optimizer) if checkpoint.exists() else (0, 0.0)
     )
+    if start == 0 and init_from is not None:
+        fresh = load_weights(init_from, encoder, heads)
+        log.info("starting from the weights of %s; heads built anew: %s", init_from, fresh)
     tasks = build_tasks(
         {n for p in config.phases for n in p.weights},
         d,
@@ -257,11 +265,17 @@ def main() -> None:
     parser.add_argument(
         "--stop-after", type=int, default=None, help="stop (with a checkpoint) after this step"
     )
+    parser.add_argument(
+        "--init-from",
+        type=Path,
+        default=None,
+        help="a checkpoint whose weights a new run starts from (fine-tuning)",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     config = TrainConfig.load(args.config)
     root = data_root(args.data)
-    result = train(config, root, args.stop_after)
+    result = train(config, root, args.stop_after, args.init_from)
     if (args.stop_after or config.total_steps) < config.total_steps:
         return
     started = time.perf_counter()

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from models.checkpoint import build_model
+from models.checkpoint import build_model, load_weights, save_checkpoint
 from models.config import Phase, TrainConfig
 from models.data import read_stsb
 from models.encoder import EncoderConfig
@@ -94,3 +94,37 @@ def test_learning_rate_warms_up_then_decays():
 def test_config_round_trips_through_a_dict(tmp_path):
     config = _config(tmp_path, 10)
     assert TrainConfig.from_dict(config.to_dict()) == config
+
+
+def test_a_new_run_starts_from_another_runs_weights(tmp_path, shared_data):
+    donor = train(_config(tmp_path / "donor", 20), shared_data)
+    config = dataclasses.replace(_config(tmp_path / "fine", 1), seed=1)
+    tuned = train(config, shared_data, init_from=tmp_path / "donor" / "run" / "checkpoint.pt")
+    moved = [
+        (a - b).abs().max().item()
+        for a, b in zip(
+            donor.encoder.state_dict().values(), tuned.encoder.state_dict().values(), strict=True
+        )
+    ]
+    assert 0 < max(moved) < 0.05  # one small step from the donor's weights, not a fresh start
+
+
+def test_weights_load_into_a_reshaped_config_keeping_what_fits(tmp_path):
+    config = _config(tmp_path, 1)
+    encoder, heads = build_model(config)
+    save_checkpoint(
+        tmp_path / "donor.pt",
+        1,
+        encoder,
+        heads,
+        torch.optim.Adam(encoder.parameters()),
+        config,
+        0.0,
+    )
+    reshaped = dataclasses.replace(config, head_hidden=16, seed=1)
+    new_encoder, new_heads = build_model(reshaped)
+    fresh = load_weights(tmp_path / "donor.pt", new_encoder, new_heads)
+    assert fresh == sorted(new_heads)  # every head changed shape, so each stays as built
+    assert load_weights(tmp_path / "donor.pt", *build_model(config)) == []  # all fit
+    for a, b in zip(encoder.parameters(), new_encoder.parameters(), strict=True):
+        assert torch.equal(a, b)

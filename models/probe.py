@@ -1,0 +1,110 @@
+"""What a linear classifier reads from a representation: the evaluation's transfer tasks
+(`models.evaluate.transfer`, the same logistic regression and folds) on vectors other than a
+bundle's served one, to tell what an encoder holds from what its output keeps, and what a
+teacher could give it at best.
+
+    python -m models.probe models/gensen-base models/gensen-base:features \\
+        teacher:all-MiniLM-L6-v2/4 models/gensen-base+teacher:all-MiniLM-L6-v2/4
+
+Each argument names one representation:
+  BUNDLE              the bundle's served vector
+  BUNDLE:features     the pooled BiGRU features that the served vector is projected from
+  teacher:NAME        a teacher's sentence vector (paraphrase-MiniLM-L3-v2, all-MiniLM-L6-v2)
+  teacher:all-MiniLM-L6-v2/K (or /layerK)
+                      all-MiniLM-L6-v2's layer K, mean-pooled (0: the word embeddings; 6: last)
+  A+B                 two of these side by side
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+
+from models import data, evaluate, teacher
+
+Embed = Callable[[list[str]], np.ndarray]
+
+
+class _Vectors:
+    """The `embed` that `evaluate.transfer` asks of a model."""
+
+    def __init__(self, embed: Embed) -> None:
+        self.embed = embed
+
+
+def bundle_features(path: Path) -> Embed:
+    """The pooled features output of a bundle's encoder graph."""
+    bundle = evaluate.OnnxBundle(path)
+    names = [o.name for o in bundle.encoder.get_outputs()]
+    if "features" not in names:
+        raise ValueError(f"{path}'s encoder has no `features` output (outputs: {names})")
+
+    def run(ids: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        return bundle.encoder.run(["features"], {"input_ids": ids, "lengths": lengths})[0]
+
+    return lambda sentences: evaluate.batched_embed(
+        run, bundle.tokenizer, bundle.card["max_tokens"], sentences
+    )
+
+
+def teacher_layer(layer: int) -> Embed:
+    """all-MiniLM-L6-v2's hidden states after `layer` of its 6 layers, mean-pooled."""
+    if not 0 <= layer <= 6:
+        raise ValueError(f"all-MiniLM-L6-v2 has layers 0 to 6, not {layer}")
+
+    class Layer(teacher.MiniLML6Teacher):
+        name = f"{teacher.MINILM_L6}/{layer}"
+        _LAYER_OF: ClassVar[dict[str, int]] = {name: layer}
+        outputs = (name,)
+
+    return Layer().embed
+
+
+def representation(spec: str) -> Embed:
+    """The `embed` of one argument (see the module's docstring)."""
+    if "+" in spec:
+        parts = [representation(part) for part in spec.split("+")]
+        return lambda sentences: np.hstack([embed(sentences) for embed in parts])
+    if spec.startswith("teacher:"):
+        name = spec.removeprefix("teacher:")
+        network, _, layer = name.partition("/")
+        if layer and network == teacher.MINILM_L6:
+            return teacher_layer(int(layer.removeprefix("layer")))
+        if name not in teacher.TEACHERS:
+            raise ValueError(f"unknown teacher {name!r}; known: {', '.join(teacher.TEACHERS)}")
+        return teacher.TEACHERS[name]().embed
+    if spec.endswith(":features"):
+        return bundle_features(Path(spec.removesuffix(":features")))
+    return evaluate.OnnxBundle(Path(spec)).embed
+
+
+def probe(spec: str, root: Path, tasks: tuple[str, ...] = data.TRANSFER_TASKS) -> dict[str, float]:
+    """Transfer accuracy (%) per task on the representation `spec`, rounded as the evaluation's."""
+    scores = evaluate.transfer(_Vectors(representation(spec)), root, tasks)
+    return {task: round(value, 1) for task, value in scores.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("representations", nargs="+")
+    parser.add_argument("--data", type=Path, default=None)
+    parser.add_argument(
+        "--tasks", nargs="+", choices=data.TRANSFER_TASKS, default=list(data.TRANSFER_TASKS)
+    )
+    args = parser.parse_args()
+    root = data.data_root(args.data)
+    width = max(len(spec) for spec in args.representations)
+    print(f"{'representation':<{width}}" + "".join(f"{t:>8}" for t in args.tasks))
+    for spec in args.representations:
+        scores = probe(spec, root, tuple(args.tasks))
+        print(f"{spec:<{width}}" + "".join(f"{scores[t]:>8}" for t in args.tasks), flush=True)
+
+
+if __name__ == "__main__":
+    main()
