@@ -27,7 +27,8 @@ def build_model(config: TrainConfig) -> tuple[GensenEncoder, nn.ModuleDict]:
         {n: PairClassifier(dim, c, config.head_hidden) for n, c in HEAD_CLASSES.items()}
     )
     if config.transfer_weight:  # training only: the bundle never serves it
-        heads[TRANSFER_HEAD] = nn.Linear(dim, TEACHER_DIM)
+        reads = 2 * config.encoder.hidden_dim if config.transfer_reads == "features" else dim
+        heads[TRANSFER_HEAD] = nn.Linear(reads, TEACHER_DIM)
     if any(NEXT_HEAD in phase.weights for phase in config.phases):  # training only, too
         heads[NEXT_HEAD] = NextSentenceHead(dim)
     return encoder, heads

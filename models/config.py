@@ -64,6 +64,10 @@ class TrainConfig:
     # task's sentences, with this weight beside its cosine loss (0: not at all).
     transfer_teacher: str | None = None
     transfer_weight: float = 0.0
+    # What that head reads: "output", the served vector itself (what a classifier on the
+    # served vectors needs must be in it), or "features", the pooled BiGRU states before the
+    # projection (the encoder learns the target, the projection stays trained for similarity).
+    transfer_reads: str = "output"
     # model
     encoder: EncoderConfig = field(default_factory=lambda: EncoderConfig(vocab_size=40_000))
     head_hidden: int = 512

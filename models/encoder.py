@@ -109,11 +109,17 @@ class GensenEncoder(nn.Module):
             valid = valid & pooled
         return states.masked_fill(~valid.unsqueeze(-1), float("-inf")).amax(dim=1)
 
-    def forward(self, input_ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    def encode(
+        self, input_ids: torch.Tensor, lengths: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(pooled features [batch, 2*hidden], sentence vector [batch, output_dim])."""
         pooled = self.pool(self.token_states(input_ids, lengths), lengths)
         if self.projection is None:
-            return pooled
-        return self.projection(self.dropout(pooled))
+            return pooled, pooled
+        return pooled, self.projection(self.dropout(pooled))
+
+    def forward(self, input_ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        return self.encode(input_ids, lengths)[1]
 
 
 def pair_features(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:

@@ -69,7 +69,8 @@ class DistillationTask(Task):
     With `transfer` (a second, general-purpose target per text) and its `transfer_weight`,
     the student's vector must also predict that target through the TRANSFER_HEAD (a linear
     map; mean squared error): the vector keeps what the paraphrase target leaves out, such as
-    question type and sentiment, in directions that cosine similarity weighs little.
+    question type and sentiment, in directions that cosine similarity weighs little. With
+    `transfer_reads="features"` the head reads the pooled features before the projection.
     """
 
     def __init__(
@@ -80,10 +81,13 @@ class DistillationTask(Task):
         name: str = "distill",
         transfer: np.ndarray | None = None,
         transfer_weight: float = 0.0,
+        transfer_reads: str = "output",
     ) -> None:
+        if transfer_reads not in TRANSFER_READS:
+            raise ValueError(f"transfer_reads must be one of {TRANSFER_READS}: {transfer_reads!r}")
         self.ids, self.teacher, self.batch_size, self.name = ids, teacher, batch_size, name
         self.transfer = transfer if transfer_weight else None
-        self.transfer_weight = transfer_weight
+        self.transfer_weight, self.transfer_reads = transfer_weight, transfer_reads
         self.lengths = np.array([len(r) for r in ids])
 
     def make_batch(self, rows: np.ndarray) -> Batch:
@@ -94,10 +98,11 @@ class DistillationTask(Task):
         return batch
 
     def loss(self, encoder, heads, batch):
-        student = encoder(batch["ids"], batch["lengths"])
+        features, student = encoder.encode(batch["ids"], batch["lengths"])
         loss = (1 - F.cosine_similarity(student, batch["target"])).mean()
         if "transfer" in batch:
-            predicted = heads[TRANSFER_HEAD](student)
+            read = features if self.transfer_reads == "features" else student
+            predicted = heads[TRANSFER_HEAD](read)
             loss = loss + self.transfer_weight * F.mse_loss(predicted, batch["transfer"])
         return loss
 
@@ -181,6 +186,7 @@ def successor_pairs(
 
 HEAD_CLASSES = {"nli": 3, "paraphrase": 2, "rte": 2}
 TRANSFER_HEAD = "transfer"  # the distill task's linear head to the general-purpose target
+TRANSFER_READS = ("output", "features")  # what that head reads (TrainConfig.transfer_reads)
 NEXT_HEAD = "next"  # the next-sentence task's two linear views
 NEXT_TEMPERATURE = 0.05  # cosine scores over this, as in contrastive sentence objectives
 
@@ -228,6 +234,7 @@ class TaskData:
     passages: list[list[int]] | None = None  # runs of consecutive sentences (indices)
     transfer: np.ndarray | None = None  # the general-purpose target of each sentence
     transfer_weight: float = 0.0
+    transfer_reads: str = "output"
 
 
 def _pair_task(
@@ -285,6 +292,7 @@ def build_tasks(
             sentence_batch,
             transfer=d.transfer,
             transfer_weight=d.transfer_weight,
+            transfer_reads=d.transfer_reads,
         )
     if "passage" in names:
         ids, targets = passage_examples(

@@ -147,6 +147,7 @@ def prepare(config: TrainConfig, root: Path) -> TaskData:
         text.passages,
         transfer,
         config.transfer_weight,
+        config.transfer_reads,
     )
 
 

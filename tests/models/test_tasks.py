@@ -145,3 +145,45 @@ def test_build_tasks_makes_the_next_sentence_task_from_the_passages(shared_data)
     assert batch["ids"].shape[0] == 4  # both pairs' sentences, then their successors
     assert task.batch_size == 4
     assert len(task.lengths) == 2
+
+
+def test_a_transfer_head_on_the_features_leaves_the_projection_to_the_paraphrase_target():
+    import numpy as np
+    import pytest
+    import torch
+
+    from models.checkpoint import build_model
+    from models.config import TrainConfig
+    from models.encoder import EncoderConfig
+    from models.tasks import TRANSFER_HEAD, DistillationTask
+
+    rng = np.random.default_rng(0)
+    ids = [list(rng.integers(4, 50, size=rng.integers(3, 9))) for _ in range(32)]
+    target = rng.standard_normal((32, 16)).astype(np.float32)
+    transfer = rng.standard_normal((32, 384)).astype(np.float32)
+    config = TrainConfig(
+        encoder=EncoderConfig(50, 16, 12, 1, "max", 16),
+        transfer_weight=1.0,
+        transfer_reads="features",
+    )
+    encoder, heads = build_model(config)
+    assert heads[TRANSFER_HEAD].in_features == 24  # the pooled states of both directions
+    batch_rows = np.arange(32)
+    gradients = {}
+    for weight in (0.0, 1.0):
+        task = DistillationTask(
+            ids, target, 32, transfer=transfer, transfer_weight=weight, transfer_reads="features"
+        )
+        encoder.zero_grad(), heads.zero_grad()
+        task.loss(encoder, heads, task.make_batch(batch_rows)).backward()
+        gradients[weight] = (
+            encoder.projection.weight.grad.clone(),
+            encoder.encoder.weight_hh_l0.grad.clone(),
+        )
+    projection_same = torch.allclose(gradients[0.0][0], gradients[1.0][0])
+    assert projection_same  # the transfer term does not reach the projection
+    assert not torch.allclose(gradients[0.0][1], gradients[1.0][1])  # but it trains the GRU
+    with pytest.raises(ValueError, match="transfer_reads"):
+        DistillationTask(
+            ids, target, 32, transfer=transfer, transfer_weight=1.0, transfer_reads="x"
+        )
