@@ -83,9 +83,15 @@ class OnnxBundle:
         self.tokenizer = Tokenizer.from_file(str(path / files["tokenizer"]))
         self.paraphrase_threshold = float(self.card["paraphrase_threshold"])
 
-    def embed(self, sentences: list[str]) -> np.ndarray:
+    def embed(self, sentences: list[str], output: str = "embeddings") -> np.ndarray:
+        """The encoder's `output` for each sentence: the served `embeddings`, or the pooled
+        `features` they are projected from (in bundles exported with them)."""
+        outputs = [o.name for o in self.encoder.get_outputs()]
+        if output not in outputs:
+            raise ValueError(f"the encoder has no {output!r} output (outputs: {outputs})")
+
         def run(ids: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-            return self.encoder.run(None, {"input_ids": ids, "lengths": lengths})[0]
+            return self.encoder.run([output], {"input_ids": ids, "lengths": lengths})[0]
 
         return batched_embed(run, self.tokenizer, self.card["max_tokens"], sentences)
 

@@ -18,6 +18,7 @@ Each argument names one representation:
 from __future__ import annotations
 
 import argparse
+import functools
 from collections.abc import Callable
 from pathlib import Path
 from typing import ClassVar
@@ -34,21 +35,6 @@ class _Vectors:
 
     def __init__(self, embed: Embed) -> None:
         self.embed = embed
-
-
-def bundle_features(path: Path) -> Embed:
-    """The pooled features output of a bundle's encoder graph."""
-    bundle = evaluate.OnnxBundle(path)
-    names = [o.name for o in bundle.encoder.get_outputs()]
-    if "features" not in names:
-        raise ValueError(f"{path}'s encoder has no `features` output (outputs: {names})")
-
-    def run(ids: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-        return bundle.encoder.run(["features"], {"input_ids": ids, "lengths": lengths})[0]
-
-    return lambda sentences: evaluate.batched_embed(
-        run, bundle.tokenizer, bundle.card["max_tokens"], sentences
-    )
 
 
 def teacher_layer(layer: int) -> Embed:
@@ -78,7 +64,8 @@ def representation(spec: str) -> Embed:
             raise ValueError(f"unknown teacher {name!r}; known: {', '.join(teacher.TEACHERS)}")
         return teacher.TEACHERS[name]().embed
     if spec.endswith(":features"):
-        return bundle_features(Path(spec.removesuffix(":features")))
+        bundle = evaluate.OnnxBundle(Path(spec.removesuffix(":features")))
+        return functools.partial(bundle.embed, output="features")
     return evaluate.OnnxBundle(Path(spec)).embed
 
 

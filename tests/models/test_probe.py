@@ -27,6 +27,8 @@ def test_unknown_representations_are_refused(tiny_bundle):
         probe.representation("teacher:bert-base")
     with pytest.raises(ValueError, match="layers 0 to 6"):
         probe.representation("teacher:all-MiniLM-L6-v2/9")
+    with pytest.raises(ValueError, match="no 'pooled' output"):
+        evaluate.OnnxBundle(tiny_bundle).embed(["a dog runs ."], output="pooled")
 
 
 def test_a_teacher_layer_is_its_mean_pooled_hidden_states():
