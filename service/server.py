@@ -1,9 +1,10 @@
 """Run the app under uvicorn with a drain phase on SIGTERM or SIGINT.
 
 On the first signal the service turns not-ready and refuses new work with 503 while it finishes
-what it admitted (at most `drain_timeout_s`); only then does uvicorn's own shutdown begin
-(close the listener, finish open responses, run the lifespan's shutdown). A second signal
-skips the drain.
+what it admitted (at most `drain_timeout_s`), and keeps its port open for at least
+`drain_linger_s` after the signal; only then does uvicorn's own shutdown begin (close the
+listener and the idle connections, finish open responses, run the lifespan's shutdown).
+A second signal skips the drain.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+from contextvars import Context
 from types import FrameType
 from typing import Any
 
@@ -25,13 +27,21 @@ log = logging.getLogger("service.server")
 FLUSH_TIMEOUT_S = 5  # after the drain: time left to send the last answers
 
 
+def exit_bound_s(settings: Settings) -> float:
+    """Longest time from the first signal to the server's exit: the drain, then the flush."""
+    return max(settings.drain_timeout_s, settings.drain_linger_s) + FLUSH_TIMEOUT_S
+
+
 class DrainingServer(uvicorn.Server):
     """uvicorn's server, draining the app's runtime before its own graceful shutdown."""
 
-    def __init__(self, config: uvicorn.Config, app: FastAPI, drain_timeout_s: float) -> None:
+    def __init__(
+        self, config: uvicorn.Config, app: FastAPI, drain_timeout_s: float, linger_s: float
+    ) -> None:
         super().__init__(config)
         self._app = app
         self._drain_timeout_s = drain_timeout_s
+        self._linger_s = linger_s
         self._loop: asyncio.AbstractEventLoop | None = None
         self._drain_task: asyncio.Task[None] | None = None
         self._draining = False
@@ -48,15 +58,24 @@ class DrainingServer(uvicorn.Server):
             super().handle_exit(sig, frame)
             return
         self._draining = True
-        log.info("signal received: draining", extra={"signal": sig})
-        self._loop.call_soon_threadsafe(self._begin_drain, runtime)
+        # A fresh context: the signal interrupts whatever ran, and its request id is no part
+        # of the drain (it would stamp the drain's log lines).
+        self._loop.call_soon_threadsafe(self._begin_drain, runtime, sig, context=Context())
 
-    def _begin_drain(self, runtime: Any) -> None:
+    def _begin_drain(self, runtime: Any, sig: int) -> None:
+        log.info("signal received: draining", extra={"signal": sig})
         self._drain_task = asyncio.ensure_future(self._drain_then_exit(runtime))
 
     async def _drain_then_exit(self, runtime: Any) -> None:
+        linger_until = asyncio.get_running_loop().time() + self._linger_s
         try:
             await runtime.drain(self._drain_timeout_s)
+            # Every answer now closes its connection: a client that sends on a connection it
+            # kept alive, or connects again, is answered 503 and goes elsewhere. The shutdown
+            # closes idle connections and resets those still waiting to be accepted, cutting
+            # off a request sent on one at that moment: a read error the client cannot safely
+            # retry. So the port stays open until such clients have had their answer.
+            await asyncio.sleep(linger_until - asyncio.get_running_loop().time())
         finally:
             self.should_exit = True
 
@@ -85,4 +104,5 @@ def serve(
         # service is reached through a Service or an ingress, and it costs a layer per request.
         proxy_headers=False,
     )
-    DrainingServer(config, app, settings.drain_timeout_s).run(sockets=sockets)
+    server = DrainingServer(config, app, settings.drain_timeout_s, settings.drain_linger_s)
+    server.run(sockets=sockets)

@@ -83,6 +83,13 @@ class Settings(BaseSettings):
     drain_timeout_s: float = Field(
         20.0, ge=0, description="on SIGTERM, longest wait for admitted work before exiting"
     )
+    drain_linger_s: float = Field(
+        2.0,
+        ge=0,
+        description="on SIGTERM, how long the port stays open after the signal, answering new "
+        "work with 503 and closing each connection it answers on, before the idle connections "
+        "close",
+    )
     max_body_bytes: int = Field(
         4 * 1024 * 1024, ge=1024, description="largest request body, in bytes; past it 413"
     )

@@ -42,7 +42,7 @@ from service.ipc import EngineServer, hello_of
 from service.logs import configure_logging
 from service.metrics import MULTIPROC_DIR, Metrics, serve_metrics
 from service.runtime import start_engine
-from service.server import FLUSH_TIMEOUT_S, serve
+from service.server import exit_bound_s, serve
 from service.settings import Settings
 
 log = logging.getLogger("service.supervisor")
@@ -111,7 +111,7 @@ async def _supervise(settings: Settings, count: int) -> int:
             pool.restart_dead()
         log.info("draining", extra={"unfinished": side.batcher.unfinished, "workers": count})
         pool.terminate()
-        bound = settings.drain_timeout_s + FLUSH_TIMEOUT_S + EXIT_MARGIN_S
+        bound = exit_bound_s(settings) + EXIT_MARGIN_S
         await pool.wait_exited(bound, signals)
     finally:
         pool.kill()

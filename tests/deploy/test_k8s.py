@@ -98,26 +98,28 @@ def test_probes_and_pod_hardening(rendered: dict[str, str], name: str) -> None:
         assert {"cpu", "memory"} <= set(c["resources"][kind])
 
 
-def drain_timeout_s(objs: dict[str, dict[str, Any]]) -> float:
-    """GENSEN_DRAIN_TIMEOUT_S from the ConfigMap, else the service's default."""
-    data = objs["ConfigMap"]["data"]
-    if "GENSEN_DRAIN_TIMEOUT_S" in data:
-        return float(data["GENSEN_DRAIN_TIMEOUT_S"])
-    settings = pytest.importorskip("service.settings")
-    return float(settings.Settings.model_fields["drain_timeout_s"].default)
-
-
 @pytest.mark.parametrize("name", OVERLAYS)
-def test_grace_period_covers_prestop_and_drain(rendered: dict[str, str], name: str) -> None:
+def test_grace_period_covers_prestop_and_drain(
+    rendered: dict[str, str], name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = pytest.importorskip("service.server")
     objs = resources(rendered[name])
     pod = objs["Deployment"]["spec"]["template"]["spec"]
     command = container(objs)["lifecycle"]["preStop"]["exec"]["command"]
     assert command[0] == "sleep"
     pre_stop = float(command[1])
     assert pre_stop > 0
-    server = pytest.importorskip("service.server")
-    flush = server.FLUSH_TIMEOUT_S  # after the drain, uvicorn's own graceful shutdown
-    assert pod["terminationGracePeriodSeconds"] > pre_stop + drain_timeout_s(objs) + flush
+    # the drain (admitted work, kept-alive connections), then uvicorn's own graceful shutdown
+    drain_and_flush = server.exit_bound_s(settings_of(objs, monkeypatch))
+    assert pod["terminationGracePeriodSeconds"] > pre_stop + drain_and_flush
+
+
+def settings_of(objs: dict[str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The service's settings as a pod gets them: the ConfigMap's variables, else defaults."""
+    settings = pytest.importorskip("service.settings")
+    for key, value in objs["ConfigMap"]["data"].items():
+        monkeypatch.setenv(key, value)
+    return settings.Settings()
 
 
 @pytest.mark.parametrize("name", OVERLAYS)
@@ -131,9 +133,7 @@ def test_configmap_holds_only_real_settings(
     for key in data:
         assert key.startswith("GENSEN_"), key
         assert key.removeprefix("GENSEN_").lower() in fields, f"{key} is no service setting"
-    for key, value in data.items():
-        monkeypatch.setenv(key, value)
-    loaded = settings.Settings()
+    loaded = settings_of(objs, monkeypatch)
     assert str(loaded.port) == str(container(objs)["ports"][0]["containerPort"])
     assert loaded.host == "0.0.0.0"
     env_from = container(objs)["envFrom"][0]["configMapRef"]["name"]

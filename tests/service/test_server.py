@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import shutil
 import socket
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -218,6 +220,15 @@ def _embed_on(sock: socket.socket) -> bytes:
     return head + b"\r\n\r\n" + rest
 
 
+@contextlib.contextmanager
+def _kept_alive(service: ServiceProcess) -> Iterator[socket.socket]:
+    """A connection to the ready service, kept alive after one answered request."""
+    service.wait_ready()
+    with socket.create_connection(("127.0.0.1", service.port), timeout=30) as sock:
+        assert _embed_on(sock).startswith(b"HTTP/1.1 200")
+        yield sock
+
+
 @pytest.mark.slow
 def test_idle_connection_outlasts_uvicorns_old_default(served: ServiceProcess) -> None:
     """An idle keep-alive connection is still open after uvicorn's 5 s default: a proxy that
@@ -233,10 +244,48 @@ def test_keep_alive_is_a_setting(tiny_bundle: Path) -> None:
     """`--keep-alive-s` bounds how long an idle connection stays open."""
     service = ServiceProcess(tiny_bundle, "--keep-alive-s", "0.5")
     try:
-        service.wait_ready()
-        with socket.create_connection(("127.0.0.1", service.port), timeout=10) as sock:
-            assert _embed_on(sock).startswith(b"HTTP/1.1 200")
+        with _kept_alive(service) as sock:
             time.sleep(2.0)
             assert sock.recv(1) == b""  # the server closed it
     finally:
         service.stop()
+
+
+def test_after_sigterm_the_port_answers_until_the_linger_ends(tiny_bundle: Path) -> None:
+    """The drain found no work, yet for `--drain-linger-s` a client that sends on the connection
+    it kept alive, or connects again, gets a 503 that closes the connection, not a closed or
+    reset socket; then the process exits 0."""
+    service = ServiceProcess(tiny_bundle, "--drain-linger-s", "3")
+    try:
+        with _kept_alive(service) as kept:
+            service.terminate()
+            time.sleep(0.5)  # no work to drain: the shutdown used to close both by now
+            answers = [_embed_on(kept)]
+            with socket.create_connection(("127.0.0.1", service.port), timeout=10) as fresh:
+                answers.append(_embed_on(fresh))
+                assert fresh.recv(1) == b""
+            assert kept.recv(1) == b""
+        code, log = service.stop_when_exited(timeout=30)
+    finally:
+        service.stop()
+    for answer in answers:
+        assert answer.startswith(b"HTTP/1.1 503"), answer
+        assert b"connection: close" in answer.lower()
+    assert code == 0, log
+    draining = next(json.loads(line) for line in log.splitlines() if "signal received" in line)
+    assert "request_id" not in draining  # not the id of the request the signal interrupted
+
+
+def test_a_connection_left_idle_is_closed_when_the_linger_ends(tiny_bundle: Path) -> None:
+    service = ServiceProcess(tiny_bundle, "--drain-linger-s", "1")
+    try:
+        with _kept_alive(service) as sock:
+            signalled = time.monotonic()
+            service.terminate()
+            assert sock.recv(1) == b""  # closed by the server, before the process exits
+            closed_after = time.monotonic() - signalled
+        code, log = service.stop_when_exited(timeout=30)
+    finally:
+        service.stop()
+    assert code == 0, log
+    assert closed_after >= 1.0
