@@ -82,13 +82,15 @@ class OnnxBundle:
         self.heads = {name: sessions[name] for name in ("nli", "paraphrase")}
         self.tokenizer = Tokenizer.from_file(str(path / files["tokenizer"]))
         self.paraphrase_threshold = float(self.card["paraphrase_threshold"])
+        self.encoder_outputs = [o.name for o in self.encoder.get_outputs()]
 
     def embed(self, sentences: list[str], output: str = "embeddings") -> np.ndarray:
         """The encoder's `output` for each sentence: the served `embeddings`, or the pooled
         `features` they are projected from (in bundles exported with them)."""
-        outputs = [o.name for o in self.encoder.get_outputs()]
-        if output not in outputs:
-            raise ValueError(f"the encoder has no {output!r} output (outputs: {outputs})")
+        if output not in self.encoder_outputs:
+            raise ValueError(
+                f"the encoder has no {output!r} output (outputs: {self.encoder_outputs})"
+            )
 
         def run(ids: np.ndarray, lengths: np.ndarray) -> np.ndarray:
             return self.encoder.run([output], {"input_ids": ids, "lengths": lengths})[0]
@@ -175,17 +177,19 @@ def _logistic(
 
 
 def transfer(
-    model: Model, root: Path, tasks: tuple[str, ...] = data.TRANSFER_TASKS
+    embed: Callable[[list[str]], np.ndarray],
+    root: Path,
+    tasks: tuple[str, ...] = data.TRANSFER_TASKS,
 ) -> dict[str, float]:
-    """SentEval-style classification accuracy (%) per task (`model` needs only `embed`)."""
+    """SentEval-style classification accuracy (%) per task, on the vectors `embed` gives."""
     scores = {}
     for task in tasks:
         split = data.read_transfer(root, task)
-        train_x = model.embed([s for s, _ in split.train])
+        train_x = embed([s for s, _ in split.train])
         train_y = np.array([y for _, y in split.train])
         test = None
         if split.test:
-            test = (model.embed([s for s, _ in split.test]), np.array([y for _, y in split.test]))
+            test = (embed([s for s, _ in split.test]), np.array([y for _, y in split.test]))
         predicted = _logistic(train_x, train_y, test)
         truth = test[1] if test else train_y
         scores[task] = 100 * float(np.mean(predicted == truth))
@@ -206,7 +210,7 @@ def evaluate(model: Model, root: Path, quick: bool = False) -> dict[str, float]:
         **mrpc_dev(model, root),
     }
     if not quick:
-        scores.update(transfer(model, root))
+        scores.update(transfer(model.embed, root))
     return {k: _rounded(k, v) for k, v in scores.items()}
 
 

@@ -21,33 +21,12 @@ import argparse
 import functools
 from collections.abc import Callable
 from pathlib import Path
-from typing import ClassVar
 
 import numpy as np
 
 from models import data, evaluate, teacher
 
 Embed = Callable[[list[str]], np.ndarray]
-
-
-class _Vectors:
-    """The `embed` that `evaluate.transfer` asks of a model."""
-
-    def __init__(self, embed: Embed) -> None:
-        self.embed = embed
-
-
-def teacher_layer(layer: int) -> Embed:
-    """all-MiniLM-L6-v2's hidden states after `layer` of its 6 layers, mean-pooled."""
-    if not 0 <= layer <= 6:
-        raise ValueError(f"all-MiniLM-L6-v2 has layers 0 to 6, not {layer}")
-
-    class Layer(teacher.MiniLML6Teacher):
-        name = f"{teacher.MINILM_L6}/{layer}"
-        _LAYER_OF: ClassVar[dict[str, int]] = {name: layer}
-        outputs = (name,)
-
-    return Layer().embed
 
 
 def representation(spec: str) -> Embed:
@@ -59,7 +38,7 @@ def representation(spec: str) -> Embed:
         name = spec.removeprefix("teacher:")
         network, _, layer = name.partition("/")
         if layer and network == teacher.MINILM_L6:
-            return teacher_layer(int(layer.removeprefix("layer")))
+            return teacher.MiniLML6Teacher(layer=int(layer.removeprefix("layer"))).embed
         if name not in teacher.TEACHERS:
             raise ValueError(f"unknown teacher {name!r}; known: {', '.join(teacher.TEACHERS)}")
         return teacher.TEACHERS[name]().embed
@@ -71,7 +50,7 @@ def representation(spec: str) -> Embed:
 
 def probe(spec: str, root: Path, tasks: tuple[str, ...] = data.TRANSFER_TASKS) -> dict[str, float]:
     """Transfer accuracy (%) per task on the representation `spec`, rounded as the evaluation's."""
-    scores = evaluate.transfer(_Vectors(representation(spec)), root, tasks)
+    scores = evaluate.transfer(representation(spec), root, tasks)
     return {task: round(value, 1) for task, value in scores.items()}
 
 

@@ -14,7 +14,6 @@ import hashlib
 import importlib.metadata
 import logging
 from pathlib import Path
-from typing import ClassVar
 
 import numpy as np
 from tokenizers import Tokenizer
@@ -28,6 +27,7 @@ MINILM_L6 = "all-MiniLM-L6-v2"
 # classifier of question type or sentiment needs better than the last layer (TREC 93.0 against
 # 88.6 under a logistic regression), which its paraphrase training flattened out.
 MINILM_L6_LAYER4 = "all-MiniLM-L6-v2/layer4"
+MINILM_L6_LAYERS = 6
 TEACHER_NAME = MINILM_L3  # the default, and the only teacher before gensen-base 2
 _L3_TOKEN_STATES = "onnx::Shape_422"  # [batch, seq, 384] last hidden state of the exported graph
 TEACHER_DIM = 384  # every teacher's vector width
@@ -99,15 +99,28 @@ class Teacher:
         return out
 
 
+def minilm_l6_layer(layer: int) -> str:
+    """The name of all-MiniLM-L6-v2's hidden states after `layer` (0: the word embeddings)."""
+    if not 0 <= layer <= MINILM_L6_LAYERS:
+        raise ValueError(f"{MINILM_L6} has layers 0 to {MINILM_L6_LAYERS}, not {layer}")
+    return MINILM_L6 if layer == MINILM_L6_LAYERS else f"{MINILM_L6}/layer{layer}"
+
+
+def _layer_of(name: str) -> int:
+    return MINILM_L6_LAYERS if name == MINILM_L6 else int(name.rpartition("/layer")[2])
+
+
 class MiniLML6Teacher(Teacher):
     """all-MiniLM-L6-v2 in PyTorch (transformers' BertModel), on the CPU: its last layer (the
-    sentence embedding) and its 4th, from one pass."""
+    sentence embedding) and its 4th, from one pass; or, given `layer`, that layer alone."""
 
     name = MINILM_L6
-    _LAYER_OF: ClassVar[dict[str, int]] = {MINILM_L6: 6, MINILM_L6_LAYER4: 4}  # 0: embeddings
-    outputs = tuple(_LAYER_OF)
+    outputs = (MINILM_L6, MINILM_L6_LAYER4)
 
-    def __init__(self, threads: int = 0, max_tokens: int = 256) -> None:
+    def __init__(self, threads: int = 0, max_tokens: int = 256, layer: int | None = None) -> None:
+        if layer is not None:  # checked before the packages load
+            self.name = minilm_l6_layer(layer)
+            self.outputs = (self.name,)
         import torch
         from transformers import AutoModel
 
@@ -126,7 +139,7 @@ class MiniLML6Teacher(Teacher):
                 attention_mask=torch.from_numpy(mask),
                 output_hidden_states=True,
             )
-        return [output.hidden_states[self._LAYER_OF[name]].numpy() for name in self.outputs]
+        return [output.hidden_states[_layer_of(name)].numpy() for name in self.outputs]
 
 
 class MiniLML6Layer4Teacher(MiniLML6Teacher):

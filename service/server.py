@@ -67,7 +67,8 @@ class DrainingServer(uvicorn.Server):
         self._drain_task = asyncio.ensure_future(self._drain_then_exit(runtime))
 
     async def _drain_then_exit(self, runtime: Any) -> None:
-        linger_until = asyncio.get_running_loop().time() + self._linger_s
+        loop = asyncio.get_running_loop()
+        linger_until = loop.time() + self._linger_s
         try:
             await runtime.drain(self._drain_timeout_s)
             # Every answer now closes its connection: a client that sends on a connection it
@@ -75,7 +76,7 @@ class DrainingServer(uvicorn.Server):
             # closes idle connections and resets those still waiting to be accepted, cutting
             # off a request sent on one at that moment: a read error the client cannot safely
             # retry. So the port stays open until such clients have had their answer.
-            await asyncio.sleep(linger_until - asyncio.get_running_loop().time())
+            await asyncio.sleep(linger_until - loop.time())
         finally:
             self.should_exit = True
 
